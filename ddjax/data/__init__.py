@@ -1,0 +1,29 @@
+"""Datasets, per-channel normalisation and ZCA whitening.
+
+* :func:`load_dataset` → :class:`Dataset` (float32 NHWC images in model space, int32 labels, the fitted transforms
+  and ``to_pixels`` to get pictures back).
+* ``digits`` (embedded, no download), ``fashion_mnist`` (prepared offline through tfds without TensorFlow), or any
+  tfds dataset already prepared as array_record in ``data_dir`` (default ``$DDJAX_DATA_DIR`` or
+  ``~/.cache/ddjax/tfds``).
+* Pure helpers: :func:`channel_stats`, :func:`normalize`, :func:`denormalize`, :func:`fit_zca`,
+  :class:`ZCAWhitening` (``apply`` / ``invert``).
+
+``tensorflow_datasets`` is imported only when a tfds dataset is asked for.
+"""
+from ddjax.data.dataset import DATASET_NAMES, Dataset, load_dataset
+from ddjax.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays
+from ddjax.data.preprocess import ZCAWhitening, channel_stats, denormalize, fit_zca, normalize
+from ddjax.data.tfds_sources import (
+    default_data_dir,
+    load_fashion_mnist_arrays,
+    load_tfds_arrays,
+    prepare_fashion_mnist,
+    prepared_datasets,
+    read_idx,
+)
+
+__all__ = [
+    "DATASET_NAMES", "DIGITS_CLASS_NAMES", "Dataset", "ZCAWhitening", "channel_stats", "default_data_dir",
+    "denormalize", "fit_zca", "load_dataset", "load_digits_arrays", "load_fashion_mnist_arrays",
+    "load_tfds_arrays", "normalize", "prepare_fashion_mnist", "prepared_datasets", "read_idx",
+]

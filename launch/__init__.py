@@ -1,0 +1,1 @@
+"""Command-line launcher for ddjax runs: ``python -m launch.main --config=... --workdir=...``."""
