@@ -1,0 +1,98 @@
+"""The config schema shared by every ``configs/*.py`` file, and its validation.
+
+A config file's ``get_config()`` starts from :func:`base_config` and changes what it needs; the launcher calls
+:func:`validate_config` before touching data, so a bad name or value fails in a second with one clear line.
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from ddjax import algorithms, augment, models
+from ddjax.data import DATASET_NAMES
+from ddjax.errors import ConfigError, check_choice
+
+# Fields that may change between a run and its resumption without making the workdir "a different run".
+RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every", "eval.every", "keep_checkpoints")
+
+
+def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
+    """Every field the launcher reads, with the reference defaults (DM on digits)."""
+    c = ml_collections.ConfigDict()
+    c.algorithm = algorithm
+    c.seed = 0
+    c.ipc = 10                      # images per class
+    c.steps = 1000                  # outer (distillation) steps
+    c.init = "real"                 # synthetic init: real | noise
+    c.dsa_strategy = "color_crop_cutout_flip_scale_rotate"
+    c.log_every = 10
+    c.checkpoint_every = 100
+    c.keep_checkpoints = 2
+
+    c.data = ml_collections.ConfigDict(dict(
+        name="digits",              # digits (embedded) | fashion_mnist | any tfds dataset prepared in data_dir
+        data_dir=config_dict.placeholder(str),    # tfds data dir (default ~/.cache/ddjax/tfds)
+        source_dir=config_dict.placeholder(str),  # folder with Fashion-MNIST IDX .gz files
+        zca=False,
+        zca_regularization=0.1,
+    ))
+    c.model = ml_collections.ConfigDict(dict(name="convnet", width=128, depth=3, norm="instance", pooling="avg"))
+
+    c.eval = ml_collections.ConfigDict(dict(
+        every=500,                  # evaluate the synthetic set every N steps (and always at the end); 0: end only
+        num_seeds=5,                # K networks trained in one vmapped program
+        epochs=1000,                # reference: 1000 (300 for DC without augmentation)
+        lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256,
+        dsa_strategy="color_crop_cutout_flip_scale_rotate",
+        random_real=True,           # also evaluate IPC random real images (the baseline)
+    ))
+    c[algorithm] = algorithms.default_config(algorithm)
+    return c
+
+
+def _positive(config, path: str, minimum: int = 1) -> None:
+    value = config
+    for part in path.split("."):
+        value = value[part]
+    if value < minimum:
+        raise ConfigError(f"{path} must be >= {minimum}, got {value}; set --config.{path}=<integer >= {minimum}>")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Check every name and range the run depends on; raise ConfigError with one line on the first problem."""
+    check_choice("algorithm", config.algorithm, algorithms.ALGORITHM_NAMES)
+    if config.algorithm not in config:
+        raise ConfigError(f"config has no '{config.algorithm}' section for algorithm {config.algorithm!r}; start "
+                          "the config from launch.config.base_config(algorithm)")
+    data_name = config.data.name
+    if not isinstance(data_name, str) or not data_name:
+        raise ConfigError(f"data.name must be a dataset name ({', '.join(DATASET_NAMES)}, or a prepared tfds name)")
+    check_choice("model", config.model.name, models.MODEL_NAMES)
+    check_choice("norm", config.model.norm, models.NORM_NAMES)
+    check_choice("synthetic init", config.init, algorithms.INIT_NAMES)
+    augment.parse_strategy(config.dsa_strategy)
+    augment.parse_strategy(config.eval.dsa_strategy)
+    for path in ("ipc", "steps", "log_every", "checkpoint_every", "keep_checkpoints", "model.width", "model.depth",
+                 "eval.num_seeds", "eval.epochs", "eval.batch_size"):
+        _positive(config, path)
+    _positive(config, "eval.every", minimum=0)
+    if config.data.zca_regularization <= 0:
+        raise ConfigError(f"data.zca_regularization must be > 0, got {config.data.zca_regularization}")
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    """A JSON-able plain dict of the config (stored in the workdir and in results.json)."""
+    return config.to_dict()
+
+
+def differing_fields(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted names of fields that differ between two config dicts, ignoring :data:`RESUMABLE_FIELDS`."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differing_fields(a, b, name + ".")
+        elif a != b and name not in RESUMABLE_FIELDS:
+            out.append(name)
+    return out

@@ -1,0 +1,164 @@
+"""The one generic distillation loop: config → data → ``init`` → jitted ``step`` → periodic eval → checkpoint →
+metrics and pictures. Importable (tests and notebooks call :func:`run`); ``launch.main`` is only its CLI.
+
+Workdir outputs:
+  ``config.json``            the config that made the run (a rerun with another config is refused)
+  ``checkpoints/<step>/``    orbax checkpoints; rerunning the same command resumes from the latest
+  ``metrics.jsonl``          one JSON record per logged step / evaluation
+  ``images/step_<N>.png``    synthetic images, one row per class, at each evaluation (``synthetic.png``: latest)
+  ``curves.png``             loss and accuracy over steps
+  ``synthetic.npz``          final set: ``images`` (model space), ``pixels`` ([0, 1]), ``labels``
+  ``results.json``           algorithm, dataset, ipc, steps, seconds, synthetic/random_real {mean, std, per_seed}
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+import jax
+import ml_collections
+import numpy as np
+
+from ddjax import algorithms, data, evaluate, models
+from ddjax.errors import DivergenceError
+from ddjax.sharding import make_mesh, replicate
+from launch import outputs
+from launch.checkpoint import Checkpointer, guard_workdir
+from launch.config import config_to_dict, validate_config
+
+
+def build_eval_model(config: ml_collections.ConfigDict, num_classes: int):
+    """The network trained on the synthetic set (the distillation model, as in the reference 'SS' eval mode)."""
+    m = config.model
+    return models.build_model(m.name, num_classes, width=m.width, depth=m.depth, norm=m.norm, pooling=m.pooling)
+
+
+def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, images, labels,
+                 dataset: data.Dataset) -> evaluate.EvalResult:
+    """Train ``config.eval.num_seeds`` fresh networks on (images, labels) in one vmapped program; test accuracy."""
+    e = config.eval
+    return evaluate.evaluate_synthetic(
+        key, model, np.asarray(images), np.asarray(labels), dataset.test_images, dataset.test_labels,
+        num_seeds=e.num_seeds, epochs=e.epochs, lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay,
+        batch_size=e.batch_size, dsa_strategy=e.dsa_strategy, num_classes=dataset.num_classes)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None = None) -> dict:
+    """Distil, evaluate and write every output to ``workdir``; returns the ``results.json`` dict.
+
+    Raises a :class:`ddjax.errors.DDJaxError` (one line) on bad config, missing data, a workdir made by another
+    config, an unreadable checkpoint or a diverged loss; in each case the last good checkpoint is left untouched.
+    """
+    stream = sys.stderr if stream is None else stream
+    started = time.perf_counter()
+    validate_config(config)
+    config_dict = config_to_dict(config)
+    guard_workdir(workdir, config_dict)
+
+    dataset = data.load_dataset(config.data.name, data_dir=config.data.data_dir, source_dir=config.data.source_dir,
+                                zca=config.data.zca, zca_regularization=config.data.zca_regularization)
+    num_classes, image_shape = dataset.num_classes, dataset.image_shape
+    mesh = make_mesh()
+    model = build_eval_model(config, num_classes)
+    real = replicate(algorithms.make_real_pool(dataset.train_images, dataset.train_labels, num_classes), mesh)
+    algo = algorithms.get_algorithm(config, model, num_classes, image_shape, mesh=mesh)
+
+    k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 3)  # k_eval: evals + baseline
+    synthetic = algorithms.init_synthetic(k_init, real, config.ipc, config.init)
+    state = replicate(algo.init(k_state, synthetic), mesh)
+
+    checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+    try:
+        return _loop(config, workdir, stream, started, dataset, model, real, algo, state, checkpointer, k_eval,
+                     config_dict, mesh)
+    finally:
+        checkpointer.close()
+
+
+def _loop(config, workdir, stream, started, dataset, model, real, algo, state, checkpointer, k_eval, config_dict,
+          mesh) -> dict:
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    start = checkpointer.latest_step()
+    previous_seconds = 0.0
+    if start is not None:
+        state, record = checkpointer.restore(start, jax.eval_shape(lambda: state))
+        state = replicate(state, mesh)
+        previous_seconds = float(record.get("seconds", 0.0))
+        print(f"resuming from step {start} ({checkpointer.directory})", file=stream)
+    start = start or 0
+    if start == 0 and os.path.exists(metrics_path):
+        os.remove(metrics_path)  # records of an attempt that died before its first checkpoint
+    writer = outputs.MetricsWriter(metrics_path, resume_step=start or None)
+
+    step_fn = jax.jit(algo.step, donate_argnums=0)
+    progress = outputs.Progress(config.steps, initial=start, stream=stream, log_every=config.log_every,
+                                desc=config.algorithm)
+    session_start = time.perf_counter()
+
+    def elapsed() -> float:
+        return previous_seconds + time.perf_counter() - session_start
+
+    def evaluate_now(step: int) -> None:
+        result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, state.synthetic.images,
+                              state.synthetic.labels, dataset)
+        writer.write(step=step, synthetic_acc=result.mean, synthetic_acc_std=result.std)
+        pixels = dataset.to_pixels(np.asarray(state.synthetic.images))
+        labels = np.asarray(state.synthetic.labels)
+        os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
+        for name in (f"images/step_{step:06d}.png", "synthetic.png"):
+            outputs.save_image_grid(os.path.join(workdir, name), pixels, labels, dataset.num_classes,
+                                    dataset.class_names)
+        progress.write(f"step {step}: synthetic accuracy {result.mean:.4f} ± {result.std:.4f} "
+                       f"over {config.eval.num_seeds} seeds")
+        last_eval["result"] = result
+
+    last_eval: dict[str, Any] = {}
+    last_good = start
+    for step in range(start + 1, config.steps + 1):
+        state, metrics = step_fn(state, real)
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            raise DivergenceError(
+                f"loss became {loss} at step {step}; the last good checkpoint (step {checkpointer.latest_step()}) is "
+                f"kept in {checkpointer.directory}; lower the image learning rate (--config.{config.algorithm}.lr_img)"
+                " or check the data")
+        progress.update(step, loss=loss)
+        if step % config.log_every == 0 or step == config.steps:
+            writer.write(step=step, seconds=elapsed(), **{k: float(v) for k, v in metrics.items()})
+        if config.eval.every and step % config.eval.every == 0 and step != config.steps:
+            evaluate_now(step)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            checkpointer.save(step, state, {"step": step, "seconds": elapsed()})
+            last_good = step
+    progress.close()
+
+    final_step = max(last_good, start)
+    evaluate_now(final_step)
+    result: dict[str, Any] = {
+        "algorithm": config.algorithm, "dataset": dataset.name, "ipc": config.ipc, "steps": final_step,
+        "model": config_dict["model"], "eval_epochs": config.eval.epochs, "num_seeds": config.eval.num_seeds,
+        "synthetic": last_eval["result"].to_dict(),
+    }
+    if config.eval.random_real:
+        k_subset, k_train = jax.random.split(jax.random.fold_in(k_eval, 2**31 - 1))  # not a step number
+        images, labels = evaluate.random_real_subset(k_subset, dataset.train_images, dataset.train_labels,
+                                                     config.ipc, dataset.num_classes)
+        baseline = evaluate_set(k_train, config, model, images, labels, dataset)
+        result["random_real"] = baseline.to_dict()
+        writer.write(step=final_step, random_real_acc=baseline.mean, random_real_acc_std=baseline.std)
+        print(f"random real images (ipc {config.ipc}): accuracy {baseline.mean:.4f} ± {baseline.std:.4f}",
+              file=stream)
+    writer.close()
+    result["seconds"] = elapsed()
+    result["wall_seconds_this_invocation"] = time.perf_counter() - started
+
+    outputs.save_npz_atomic(os.path.join(workdir, "synthetic.npz"), images=np.asarray(state.synthetic.images),
+                            pixels=dataset.to_pixels(np.asarray(state.synthetic.images)),
+                            labels=np.asarray(state.synthetic.labels))
+    outputs.save_curves(os.path.join(workdir, "curves.png"), outputs.read_metrics(metrics_path),
+                        title=f"{config.algorithm} on {dataset.name}, ipc {config.ipc}")
+    outputs.write_json_atomic(os.path.join(workdir, "results.json"), result)
+    return result

@@ -1,0 +1,144 @@
+"""The launcher end to end on digits at toy scale: outputs, resume exactness, and bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ddjax.errors import CheckpointError, ConfigError, DivergenceError
+from launch.config import base_config, validate_config
+from launch.run import run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+    c = base_config("dm")
+    c.ipc = 2
+    c.steps = 4
+    c.log_every = 1
+    c.checkpoint_every = 2
+    c.model.width = 8
+    c.model.depth = 2
+    c.dm.batch_real = 8
+    c.dsa_strategy = "color_crop_cutout_scale_rotate"
+    c.eval.every = 0
+    c.eval.num_seeds = 2
+    c.eval.epochs = 2
+    c.eval.dsa_strategy = "none"
+    for key, value in overrides.items():
+        target = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return c
+
+
+def test_run_writes_every_output(tmp_path):
+    workdir = str(tmp_path / "run")
+    results = run(tiny_config(), workdir)
+    for name in ("config.json", "metrics.jsonl", "synthetic.npz", "results.json", "curves.png", "synthetic.png",
+                 "images/step_000004.png"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    with open(os.path.join(workdir, "results.json")) as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(results))
+    for key in ("algorithm", "dataset", "ipc", "steps", "seconds", "synthetic", "random_real"):
+        assert key in saved
+    assert (saved["algorithm"], saved["dataset"], saved["ipc"], saved["steps"]) == ("dm", "digits", 2, 4)
+    for which in ("synthetic", "random_real"):
+        r = saved[which]
+        assert len(r["per_seed"]) == 2 and all(0.0 <= a <= 1.0 for a in r["per_seed"])
+        assert r["mean"] == pytest.approx(np.mean(r["per_seed"]))
+    npz = np.load(os.path.join(workdir, "synthetic.npz"))
+    assert npz["images"].shape == (20, 8, 8, 1) and npz["labels"].tolist() == sorted(npz["labels"].tolist())
+    assert 0.0 <= npz["pixels"].min() and npz["pixels"].max() <= 1.0
+    steps = [r["step"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_resumed_run_ends_with_the_same_synthetic_set(tmp_path):
+    straight = str(tmp_path / "straight")
+    run(tiny_config(steps=6, checkpoint_every=3), straight)
+    resumed = str(tmp_path / "resumed")
+    run(tiny_config(steps=3, checkpoint_every=3), resumed)        # "interrupted" after step 3
+    run(tiny_config(steps=6, checkpoint_every=3), resumed)        # the same command again, longer: resumes
+    a = np.load(os.path.join(straight, "synthetic.npz"))["images"]
+    b = np.load(os.path.join(resumed, "synthetic.npz"))["images"]
+    np.testing.assert_array_equal(a, b)
+    steps = [r["step"] for r in map(json.loads, open(os.path.join(resumed, "metrics.jsonl"))) if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]  # no duplicated records after the resume
+
+
+def test_workdir_with_a_different_config_is_refused_and_untouched(tmp_path):
+    workdir = str(tmp_path / "run")
+    run(tiny_config(steps=2), workdir)
+    before = {p: open(os.path.join(workdir, p), "rb").read() for p in ("config.json", "results.json")}
+    with pytest.raises(CheckpointError, match=r"different config \(differs in: ipc\)"):
+        run(tiny_config(steps=2, ipc=3), workdir)
+    for p, content in before.items():
+        assert open(os.path.join(workdir, p), "rb").read() == content
+
+
+def test_corrupt_checkpoint_gives_one_line_and_keeps_files(tmp_path):
+    workdir = str(tmp_path / "run")
+    run(tiny_config(steps=2, checkpoint_every=2), workdir)
+    ckpt = os.path.join(workdir, "checkpoints", "2")
+    for root, _, files in os.walk(ckpt):
+        for name in files:
+            if name not in ("_CHECKPOINT_METADATA",):
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(b"garbage")
+    listing = sorted(os.listdir(ckpt))
+    with pytest.raises(CheckpointError, match="cannot be restored") as info:
+        run(tiny_config(steps=4, checkpoint_every=2), workdir)
+    assert "\n" not in str(info.value) and "delete that folder" in str(info.value)
+    assert sorted(os.listdir(ckpt)) == listing
+
+
+def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(steps=6, checkpoint_every=1, **{"dm.lr_img": 1e30, "model.norm": "none"})
+    with pytest.raises(DivergenceError, match="lower the image learning rate") as info:
+        run(config, workdir)
+    good = int(str(info.value).split("(step ")[1].split(")")[0])
+    assert str(good) in os.listdir(os.path.join(workdir, "checkpoints"))
+    assert not os.path.exists(os.path.join(workdir, "results.json"))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("algorithm", "dmm", "unknown algorithm 'dmm'; valid choices: dm"),
+    ("model.name", "vgg", "unknown model 'vgg'; valid choices: convnet, resnet18"),
+    ("model.norm", "weird", "unknown norm 'weird'"),
+    ("ipc", 0, "ipc must be >= 1"),
+    ("dsa_strategy", "color_blur", "blur"),
+    ("init", "zeros", "valid choices: real, noise"),
+])
+def test_validate_config_messages(key, value, message):
+    config = tiny_config()
+    if key == "algorithm":
+        config.algorithm = value
+    else:
+        config = tiny_config(**{key: value})
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate_config(config)
+
+
+def test_unknown_dataset_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="digits, fashion_mnist"):
+        run(tiny_config(**{"data.name": "cifar11", "data.data_dir": str(tmp_path / "tfds")}), str(tmp_path / "w"))
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.main", "--config=configs/dm_tiny.py", "--config.ipc=0", f"--workdir={workdir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: ipc must be >= 1, got 0; set --config.ipc=<integer >= 1>"]
+    assert not workdir.exists()
