@@ -21,6 +21,8 @@ def main(argv):
     if FLAGS.config is None:
         print("error: no config given; run e.g. python -m launch.main --config=configs/dm_tiny.py", file=sys.stderr)
         sys.exit(2)
+    if not FLAGS["verbosity"].present:  # orbax and jax log every action at INFO; --verbosity=0 shows them
+        logging.set_verbosity(logging.WARNING)
     import jax  # after absl parsed flags, so --xla/--jax env settings from the shell apply
 
     from ddjax.errors import DDJaxError
@@ -28,8 +30,8 @@ def main(argv):
 
     workdir = FLAGS.workdir or os.path.join(
         "workdirs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
-    logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
-    print(f"workdir: {os.path.abspath(workdir)}", file=sys.stderr)
+    print(f"workdir: {os.path.abspath(workdir)}  (JAX process {jax.process_index()}/{jax.process_count()}, "
+          f"devices: {jax.devices()})", file=sys.stderr)
     try:
         results = run(FLAGS.config, workdir)
     except DDJaxError as e:

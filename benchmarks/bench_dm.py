@@ -1,0 +1,122 @@
+"""Benchmark one DM outer step and the evaluation trainer; prints one JSON line per measurement.
+
+    python benchmarks/bench_dm.py --what=dm --channels=1 --hw=32 --ipc=10 --batch_real=256
+    python benchmarks/bench_dm.py --what=eval --channels=1 --hw=32 --ipc=10 --epochs=20 --num_seeds=5
+
+The DM step is the same work as ``../shared/bench/dm_torch.py CHANNELS HW IPC BATCH_REAL CLASSES`` (fresh
+ConvNet-3 per step, siamese DSA, per-class mean-embedding loss, SGD momentum 0.5 on the images) on random stand-in
+data, so the two medians can be divided. Reports: compile seconds, median/min seconds per call over ``--repeats``
+calls after one warm-up, XLA FLOPs (``cost_analysis``), achieved GFLOP/s, and XLA temporary memory
+(``memory_analysis``).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from ddjax import algorithms, evaluate, models
+from launch.config import base_config
+
+flags.DEFINE_enum("what", "dm", ["dm", "eval"], "Which program to time.")
+flags.DEFINE_integer("channels", 1, "Image channels.")
+flags.DEFINE_integer("hw", 32, "Image height = width.")
+flags.DEFINE_integer("ipc", 10, "Synthetic images per class.")
+flags.DEFINE_integer("classes", 10, "Number of classes.")
+flags.DEFINE_integer("batch_real", 256, "DM: real images per class per step.")
+flags.DEFINE_integer("width", 128, "ConvNet width.")
+flags.DEFINE_integer("depth", 3, "ConvNet depth.")
+flags.DEFINE_string("norm", "instance", "ConvNet norm.")
+flags.DEFINE_string("dsa", "color_crop_cutout_flip_scale_rotate", "DSA strategy ('none' to disable).")
+flags.DEFINE_integer("epochs", 20, "eval: training epochs on the synthetic set.")
+flags.DEFINE_integer("num_seeds", 5, "eval: networks trained in one vmapped program.")
+flags.DEFINE_integer("repeats", 5, "Timed calls after one warm-up.")
+FLAGS = flags.FLAGS
+
+
+def _analysis(compiled) -> dict:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mem = compiled.memory_analysis()
+    return {"flops": float(cost.get("flops", float("nan"))) if cost else None,
+            "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else None,
+            "argument_bytes": int(getattr(mem, "argument_size_in_bytes", -1)) if mem is not None else None}
+
+
+def _time(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_dm() -> dict:
+    shape = (FLAGS.hw, FLAGS.hw, FLAGS.channels)
+    config = base_config("dm")
+    config.ipc, config.dsa_strategy, config.dm.batch_real = FLAGS.ipc, FLAGS.dsa, FLAGS.batch_real
+    model = models.build_model("convnet", FLAGS.classes, width=FLAGS.width, depth=FLAGS.depth, norm=FLAGS.norm)
+    rng = np.random.default_rng(0)
+    real = algorithms.RealPool(jnp.asarray(rng.normal(size=(FLAGS.classes, 2000) + shape), jnp.float32),
+                               jnp.full((FLAGS.classes,), 2000, jnp.int32))
+    algo = algorithms.get_algorithm(config, model, FLAGS.classes, shape)
+    state = algo.init(jax.random.PRNGKey(0), algorithms.init_synthetic(jax.random.PRNGKey(1), real, FLAGS.ipc))
+    t = time.perf_counter()
+    compiled = jax.jit(algo.step).lower(state, real).compile()
+    compile_s = time.perf_counter() - t
+    holder = {"state": state}
+
+    def call():
+        holder["state"], metrics = compiled(holder["state"], real)
+        return metrics["loss"]
+
+    call()
+    times = _time(call, FLAGS.repeats)
+    return {"compile_s": compile_s, "times": times, **_analysis(compiled)}
+
+
+def bench_eval() -> dict:
+    shape = (FLAGS.hw, FLAGS.hw, FLAGS.channels)
+    model = models.build_model("convnet", FLAGS.classes, width=FLAGS.width, depth=FLAGS.depth, norm=FLAGS.norm)
+    rng = np.random.default_rng(0)
+    n = FLAGS.classes * FLAGS.ipc
+    images = rng.normal(size=(n,) + shape).astype(np.float32)
+    labels = np.repeat(np.arange(FLAGS.classes), FLAGS.ipc).astype(np.int32)
+    kwargs = dict(num_seeds=FLAGS.num_seeds, epochs=FLAGS.epochs, dsa_strategy=FLAGS.dsa)
+    t = time.perf_counter()
+    jax.block_until_ready(evaluate.train_networks(jax.random.PRNGKey(0), model, images, labels, **kwargs))
+    first_s = time.perf_counter() - t
+    times = _time(lambda: evaluate.train_networks(jax.random.PRNGKey(1), model, images, labels, **kwargs),
+                  FLAGS.repeats)
+    return {"compile_plus_first_s": first_s, "times": times}
+
+
+def main(argv):
+    del argv
+    out = bench_dm() if FLAGS.what == "dm" else bench_eval()
+    times = out.pop("times")
+    median = statistics.median(times)
+    record = {"benchmark": FLAGS.what, "impl": "ddjax-jax", "channels": FLAGS.channels, "hw": FLAGS.hw,
+              "ipc": FLAGS.ipc, "classes": FLAGS.classes, "width": FLAGS.width, "depth": FLAGS.depth,
+              "norm": FLAGS.norm, "dsa": FLAGS.dsa, "median_s": round(median, 4), "min_s": round(min(times), 4),
+              "repeats": FLAGS.repeats, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}}
+    if FLAGS.what == "dm":
+        record["batch_real"] = FLAGS.batch_real
+        if record.get("flops"):
+            record["gflops_per_s"] = round(record["flops"] / median / 1e9, 2)
+    else:
+        record.update(epochs=FLAGS.epochs, num_seeds=FLAGS.num_seeds)
+    record.update(jax=jax.__version__, backend=jax.default_backend(), devices=jax.device_count(),
+                  machine=platform.machine(), date=time.strftime("%Y-%m-%d"))
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    app.run(main)
