@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ddjax.models.conv import conv_general_dilated as loop_friendly_conv
 from ddjax.errors import ConfigError, check_choice
 
 NORM_NAMES = ("instance", "batch", "layer", "group", "none")
@@ -87,7 +88,8 @@ def torch_conv(features: int, in_channels: int, kernel: int, *, stride: int = 1,
     """A PyTorch-equivalent ``Conv2d`` (symmetric explicit padding, PyTorch default init)."""
     fan_in = in_channels * kernel * kernel
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
-                   use_bias=use_bias, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in), name=name)
+                   use_bias=use_bias, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in), name=name,
+                   conv_general_dilated=loop_friendly_conv)
 
 
 def torch_dense(features: int, in_features: int, name: str) -> nn.Dense:
