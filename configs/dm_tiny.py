@@ -17,6 +17,9 @@ def get_config():
     config.model.width = 64
     config.model.depth = 3
     config.dm.batch_real = 128
+    # lr 10 rather than the reference's 1: on 8x8 digits the per-pixel gradients are small and lr 1 barely moves
+    # the images in 300 steps (measured: 0.917 vs 0.931 accuracy, docs/results.md).
+    config.dm.lr_img = 10.0
     # Digits are not mirror-symmetric: the DSA authors drop 'flip' for MNIST/SVHN (their README).
     config.dsa_strategy = "color_crop_cutout_scale_rotate"
     config.eval.dsa_strategy = "color_crop_cutout_scale_rotate"
