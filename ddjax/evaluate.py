@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from ddjax.augment import DSAParams, dsa, parse_strategy
-from ddjax.errors import ConfigError
+from ddjax.errors import ConfigError, check_choice
 from ddjax.models import apply_model, init_model
 
 __all__ = ["EvalResult", "accuracy", "epoch_batches", "evaluate_synthetic", "init_networks", "lr_schedule",
@@ -56,6 +56,8 @@ Variables = dict[str, Any]
 
 #: The reference's evaluation augmentation (DM ``main_DM.py`` default ``--dsa_strategy``).
 DEFAULT_DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+SEED_AXES = ("vmap", "map")
+SEED_LOOP_OVERRIDE: str | None = None  # benchmarks set this to compare the two seed axes
 #: Factor applied to the learning rate at half the epochs (reference ``lr *= 0.1``).
 LR_DROP_FACTOR = 0.1
 
@@ -243,11 +245,11 @@ def _init_core(seed_keys: jax.Array, *, model: nn.Module, image_shape: tuple[int
 
 
 @functools.partial(jax.jit, static_argnames=("model", "epochs", "steps_per_epoch", "batch_size", "dsa_strategy",
-                                             "dsa_params", "lr_decay", "num_classes"))
+                                             "dsa_params", "lr_decay", "num_classes", "seed_axis"))
 def _train_core(init_variables: Variables, seed_keys: jax.Array, images: jax.Array, labels: jax.Array,
                 lr: jax.Array, momentum: jax.Array, weight_decay: jax.Array, *, model: nn.Module, epochs: int,
                 steps_per_epoch: int, batch_size: int, dsa_strategy: str, dsa_params: DSAParams, lr_decay: bool,
-                num_classes: int) -> Variables:
+                num_classes: int, seed_axis: str = "vmap") -> Variables:
     """The jitted program: ``vmap`` over seeds of ``scan`` over epochs of ``scan`` over steps (see module doc)."""
     n = images.shape[0]
     soft = labels.ndim == 2
@@ -292,13 +294,16 @@ def _train_core(init_variables: Variables, seed_keys: jax.Array, images: jax.Arr
         (params, state, _), _ = jax.lax.scan(epoch, (params, state, opt_state), jnp.arange(epochs))
         return {"params": params, **state}
 
+    if seed_axis == "map":
+        return jax.lax.map(lambda args: one_seed(*args), (init_variables, seed_keys))
     return jax.vmap(one_seed)(init_variables, seed_keys)
 
 
 def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_seeds: int, epochs: int,
                    lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 256,
                    dsa_strategy: str = DEFAULT_DSA_STRATEGY, dsa_params: DSAParams | None = None,
-                   num_classes: int | None = None, lr_decay: bool = True) -> Variables:
+                   num_classes: int | None = None, lr_decay: bool = True, seed_axis: str | None = None
+                   ) -> Variables:
     """Train ``num_seeds`` freshly initialised copies of ``model`` on ``(images, labels)``; one jitted program.
 
     Protocol (DM ``evaluate_synset``, see the module docstring for the exact differences): SGD with momentum and
@@ -317,6 +322,10 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
         same shapes.
       dsa_params: ``DSAParams()`` when None. num_classes: defaults to ``model.num_classes``.
       lr_decay: False keeps the lr constant (MTT expert training), True drops it ×0.1 at half the epochs.
+      seed_axis: how the seeds share the one program: ``"vmap"`` (batched; the default on GPU/TPU) or ``"map"``
+        (``lax.map``, seeds one after another; the default on CPU, where XLA runs the grouped convolutions that
+        vmapping over different kernels produces several times slower than plain ones — measured in
+        docs/results.md). Both give the same result (tested).
     Returns:
       The trained variables (``{"params", ...}``, ``batch_stats`` for batch-norm models), every leaf with a
       leading axis of size ``num_seeds``.
@@ -335,6 +344,9 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
     if not isinstance(params, DSAParams):
         raise ConfigError(f"dsa_params must be a ddjax.augment.DSAParams, got {type(params).__name__}")
     seed_keys = _seed_keys(key, num_seeds)
+    if seed_axis is None:
+        seed_axis = SEED_LOOP_OVERRIDE or ("map" if jax.default_backend() == "cpu" else "vmap")
+    check_choice("seed_axis", seed_axis, SEED_AXES)
 
     n = shape[0]
     b = min(batch_size, n)
@@ -344,7 +356,8 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
                        jnp.asarray(labels, jnp.float32 if soft else jnp.int32),
                        jnp.float32(lr), jnp.float32(momentum), jnp.float32(weight_decay),
                        model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=b,
-                       dsa_strategy=strategy, dsa_params=params, lr_decay=bool(lr_decay), num_classes=k)
+                       dsa_strategy=strategy, dsa_params=params, lr_decay=bool(lr_decay), num_classes=k,
+                       seed_axis=seed_axis)
 
 
 # ---------------------------------------------------------------------------------------------- accuracy

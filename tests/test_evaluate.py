@@ -76,8 +76,11 @@ def test_vmap_over_seeds_equals_separate_training(model, data):
     x, y = data
     keys = jax.random.split(jax.random.key(3), 3)
     kw = dict(epochs=4, batch_size=16)  # 2 steps per epoch, last batch partial; DSA on
-    together = ev.train_networks(keys, model, x, y, num_seeds=3, **kw)
-    assert_trees_close(together, ev.train_networks(jax.random.key(3), model, x, y, num_seeds=3, **kw), 0, 0)
+    together = ev.train_networks(keys, model, x, y, num_seeds=3, seed_axis="vmap", **kw)
+    assert_trees_close(together, ev.train_networks(jax.random.key(3), model, x, y, num_seeds=3, seed_axis="vmap",
+                                                   **kw), 0, 0)
+    # the sequential seed axis (CPU default) computes the same networks
+    assert_trees_close(together, ev.train_networks(keys, model, x, y, num_seeds=3, seed_axis="map", **kw))
     for i in range(3):
         alone = ev.train_networks(keys[i:i + 1], model, x, y, num_seeds=1, **kw)
         assert_trees_close(jax.tree.map(lambda a: a[i], together), jax.tree.map(lambda a: a[0], alone))
