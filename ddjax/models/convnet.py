@@ -115,6 +115,17 @@ def check_positive(what: str, value: Any) -> None:
         raise ConfigError(f"{what} must be a positive integer, got {value!r}")
 
 
+def check_model_fields(num_classes: int, width: int, norm: str, activation: str) -> None:
+    """Validate the fields every ddjax network shares (ConfigError with the valid choices)."""
+    check_positive("num_classes", num_classes)
+    check_positive("width", width)
+    check_choice("norm", norm, NORM_NAMES)
+    check_choice("activation", activation, ACTIVATION_NAMES)
+    if norm == "group" and width % GROUP_NORM_GROUPS:
+        raise ConfigError(f"norm 'group' uses {GROUP_NORM_GROUPS} groups, so width must be a multiple of "
+                          f"{GROUP_NORM_GROUPS}; got width {width}")
+
+
 class ConvNet(nn.Module):
     """Reference ConvNet: ``depth`` x [conv3x3(bias) -> norm -> act -> pool2] -> flatten -> Dense.
 
@@ -132,15 +143,9 @@ class ConvNet(nn.Module):
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        check_positive("num_classes", self.num_classes)
-        check_positive("width", self.width)
+        check_model_fields(self.num_classes, self.width, self.norm, self.activation)
         check_positive("depth", self.depth)
-        check_choice("norm", self.norm, NORM_NAMES)
         check_choice("pooling", self.pooling, POOLING_NAMES)
-        check_choice("activation", self.activation, ACTIVATION_NAMES)
-        if self.norm == "group" and self.width % GROUP_NORM_GROUPS:
-            raise ConfigError(f"norm 'group' uses {GROUP_NORM_GROUPS} groups, so width must be a multiple of "
-                              f"{GROUP_NORM_GROUPS}; got width {self.width}")
         super().__post_init__()
 
     @nn.compact

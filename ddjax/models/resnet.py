@@ -16,9 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ddjax.errors import ConfigError, check_choice
-from ddjax.models.convnet import (ACTIVATION_NAMES, GROUP_NORM_GROUPS, NORM_NAMES, activation_fn, check_images,
-                                  check_output, check_positive, make_norm, torch_conv, torch_dense)
+from ddjax.models.convnet import (activation_fn, check_images, check_model_fields, check_output, make_norm,
+                                  torch_conv, torch_dense)
 
 STAGE_SIZES = (2, 2, 2, 2)
 
@@ -59,13 +58,7 @@ class ResNet18(nn.Module):
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        check_positive("num_classes", self.num_classes)
-        check_positive("width", self.width)
-        check_choice("norm", self.norm, NORM_NAMES)
-        check_choice("activation", self.activation, ACTIVATION_NAMES)
-        if self.norm == "group" and self.width % GROUP_NORM_GROUPS:
-            raise ConfigError(f"norm 'group' uses {GROUP_NORM_GROUPS} groups, so width must be a multiple of "
-                              f"{GROUP_NORM_GROUPS}; got width {self.width}")
+        check_model_fields(self.num_classes, self.width, self.norm, self.activation)
         super().__post_init__()
 
     @nn.compact
