@@ -20,10 +20,11 @@ from launch.outputs import write_json_atomic
 CONFIG_FILE = "config.json"
 
 
-def guard_workdir(workdir: str, config_dict: dict) -> None:
-    """Record ``config_dict`` in a new workdir, or check that an existing one was made by the same config.
+def check_workdir(workdir: str, config_dict: dict) -> None:
+    """Check that ``workdir``, if it holds a run, was made by the same config (up to resumable fields).
 
-    Raises CheckpointError naming the differing fields (nothing is written in that case).
+    Raises CheckpointError naming the differing fields. Writes nothing: :func:`record_config` does, once the run
+    has set up successfully, so a run that fails early (say, missing data) does not pin a config to the workdir.
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(path):
@@ -37,8 +38,12 @@ def guard_workdir(workdir: str, config_dict: dict) -> None:
             shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
             raise CheckpointError(f"workdir {workdir} holds a run made with a different config (differs in: {shown});"
                                   " rerun with the same config or choose a new --workdir")
+
+
+def record_config(workdir: str, config_dict: dict) -> None:
+    """Write ``config.json`` (the config that made, or extends, the run in ``workdir``)."""
     os.makedirs(workdir, exist_ok=True)
-    write_json_atomic(path, config_dict)
+    write_json_atomic(os.path.join(workdir, CONFIG_FILE), config_dict)
 
 
 class Checkpointer:

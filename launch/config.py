@@ -13,7 +13,8 @@ from ddjax.data import DATASET_NAMES
 from ddjax.errors import ConfigError, check_choice
 
 # Fields that may change between a run and its resumption without making the workdir "a different run".
-RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every", "eval.every", "keep_checkpoints")
+RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every", "eval.every", "keep_checkpoints",
+                    "data.data_dir", "data.source_dir")  # the last two: where the same data lives
 
 
 def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:

@@ -26,7 +26,7 @@ from ddjax import algorithms, data, evaluate, models
 from ddjax.errors import DivergenceError
 from ddjax.sharding import make_mesh, replicate
 from launch import outputs
-from launch.checkpoint import Checkpointer, guard_workdir
+from launch.checkpoint import Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict, validate_config
 
 
@@ -56,7 +56,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     started = time.perf_counter()
     validate_config(config)
     config_dict = config_to_dict(config)
-    guard_workdir(workdir, config_dict)
+    check_workdir(workdir, config_dict)
 
     dataset = data.load_dataset(config.data.name, data_dir=config.data.data_dir, source_dir=config.data.source_dir,
                                 zca=config.data.zca, zca_regularization=config.data.zca_regularization)
@@ -69,6 +69,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 3)  # k_eval: evals + baseline
     synthetic = algorithms.init_synthetic(k_init, real, config.ipc, config.init)
     state = replicate(algo.init(k_state, synthetic), mesh)
+    record_config(workdir, config_dict)
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
     try:

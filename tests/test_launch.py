@@ -128,9 +128,11 @@ def test_validate_config_messages(key, value, message):
         validate_config(config)
 
 
-def test_unknown_dataset_is_one_line(tmp_path):
+def test_unknown_dataset_is_one_line_and_pins_no_config(tmp_path):
+    workdir = tmp_path / "w"
     with pytest.raises(ConfigError, match="digits, fashion_mnist"):
-        run(tiny_config(**{"data.name": "cifar11", "data.data_dir": str(tmp_path / "tfds")}), str(tmp_path / "w"))
+        run(tiny_config(**{"data.name": "cifar11", "data.data_dir": str(tmp_path / "tfds")}), str(workdir))
+    assert not (workdir / "config.json").exists()  # a corrected rerun in the same workdir is not refused
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):
