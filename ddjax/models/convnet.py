@@ -126,6 +126,17 @@ def check_model_fields(num_classes: int, width: int, norm: str, activation: str)
                           f"{GROUP_NORM_GROUPS}; got width {width}")
 
 
+def head_outputs(num_classes: int, embed: jax.Array, blocks: list, output: str) -> Any:
+    """The linear head (``Linear(D, K)``, named ``head``) and the requested output: ``embed``, ``logits`` or the
+    features dict. Call from inside a module's compact ``__call__`` (the head becomes that module's submodule)."""
+    if output == "embed":
+        return embed
+    logits = torch_dense(num_classes, embed.shape[-1], name="head")(embed)
+    if output == "logits":
+        return logits
+    return {"logits": logits, "embed": embed, "blocks": tuple(blocks)}
+
+
 class ConvNet(nn.Module):
     """Reference ConvNet: ``depth`` x [conv3x3(bias) -> norm -> act -> pool2] -> flatten -> Dense.
 
@@ -174,9 +185,4 @@ class ConvNet(nn.Module):
                 h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
             blocks.append(h)
         embed = h.reshape(h.shape[0], -1)
-        if output == "embed":
-            return embed
-        logits = torch_dense(self.num_classes, embed.shape[-1], name="head")(embed)
-        if output == "logits":
-            return logits
-        return {"logits": logits, "embed": embed, "blocks": tuple(blocks)}
+        return head_outputs(self.num_classes, embed, blocks, output)

@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ddjax.models.convnet import (activation_fn, check_images, check_model_fields, check_output, make_norm,
-                                  torch_conv, torch_dense)
+from ddjax.models.convnet import (activation_fn, check_images, check_model_fields, check_output, head_outputs,
+                                  make_norm, torch_conv)
 
 STAGE_SIZES = (2, 2, 2, 2)
 
@@ -80,9 +80,4 @@ class ResNet18(nn.Module):
                 h = BasicBlock(features, stride, self.norm, self.activation, name=f"stage{s + 1}_block{b}")(h, train)
             blocks.append(h)
         embed = jnp.mean(h, axis=(1, 2))
-        if output == "embed":
-            return embed
-        logits = torch_dense(self.num_classes, embed.shape[-1], name="head")(embed)
-        if output == "logits":
-            return logits
-        return {"logits": logits, "embed": embed, "blocks": tuple(blocks)}
+        return head_outputs(self.num_classes, embed, blocks, output)
