@@ -117,7 +117,6 @@ def _loop(config, workdir, stream, started, dataset, model, real, algo, state, c
         last_eval["result"] = result
 
     last_eval: dict[str, Any] = {}
-    last_good = start
     for step in range(start + 1, config.steps + 1):
         state, metrics = step_fn(state, real)
         loss = float(metrics["loss"])
@@ -133,10 +132,9 @@ def _loop(config, workdir, stream, started, dataset, model, real, algo, state, c
             evaluate_now(step)
         if step % config.checkpoint_every == 0 or step == config.steps:
             checkpointer.save(step, state, {"step": step, "seconds": elapsed()})
-            last_good = step
     progress.close()
 
-    final_step = max(last_good, start)
+    final_step = max(start, config.steps)  # the last step ran (and was checkpointed), or a longer restored run
     evaluate_now(final_step)
     result: dict[str, Any] = {
         "algorithm": config.algorithm, "dataset": dataset.name, "ipc": config.ipc, "steps": final_step,
