@@ -14,7 +14,8 @@ from ddjax.errors import ConfigError, check_choice
 
 # Fields that may change between a run and its resumption without making the workdir "a different run".
 RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every", "eval.every", "keep_checkpoints",
-                    "data.data_dir", "data.source_dir")  # the last two: where the same data lives
+                    "data.data_dir", "data.source_dir", "pretrained_dir",  # where the same data / networks live
+                    "make_pretrained")
 
 
 def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
@@ -29,6 +30,9 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
     c.log_every = 10
     c.checkpoint_every = 100
     c.keep_checkpoints = 2
+    # Networks trained once and reused (expert trajectories, teacher pools; see ddjax.pretrained).
+    c.pretrained_dir = config_dict.placeholder(str)  # None: $DDJAX_CACHE_DIR/pretrained or ~/.cache/ddjax/pretrained
+    c.make_pretrained = True        # make missing ones on the fly; False: fail with the command that makes them
 
     c.data = ml_collections.ConfigDict(dict(
         name="digits",              # digits (embedded) | fashion_mnist | any tfds dataset prepared in data_dir

@@ -65,6 +65,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     model = build_eval_model(config, num_classes)
     real = replicate(algorithms.make_real_pool(dataset.train_images, dataset.train_labels, num_classes), mesh)
     algo = algorithms.get_algorithm(config, model, num_classes, image_shape, mesh=mesh)
+    step_data = replicate(algorithms.prepare_data(config, dataset, real, mesh=mesh, stream=stream), mesh)
 
     k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 3)  # k_eval: evals + baseline
     synthetic = algorithms.init_synthetic(k_init, real, config.ipc, config.init)
@@ -73,13 +74,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
     try:
-        return _loop(config, workdir, stream, started, dataset, model, real, algo, state, checkpointer, k_eval,
-                     config_dict, mesh)
+        return _loop(config, workdir, stream, started, dataset, model, step_data, algo, state, checkpointer,
+                     k_eval, config_dict, mesh)
     finally:
         checkpointer.close()
 
 
-def _loop(config, workdir, stream, started, dataset, model, real, algo, state, checkpointer, k_eval, config_dict,
+def _loop(config, workdir, stream, started, dataset, model, step_data, algo, state, checkpointer, k_eval, config_dict,
           mesh) -> dict:
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     start = checkpointer.latest_step()
@@ -118,7 +119,7 @@ def _loop(config, workdir, stream, started, dataset, model, real, algo, state, c
 
     last_eval: dict[str, Any] = {}
     for step in range(start + 1, config.steps + 1):
-        state, metrics = step_fn(state, real)
+        state, metrics = step_fn(state, step_data)
         loss = float(metrics["loss"])
         if not math.isfinite(loss):
             raise DivergenceError(

@@ -5,30 +5,53 @@
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 from ddjax.algorithms import dm
 from ddjax.algorithms.base import (Algorithm, DistillState, INIT_NAMES, RealPool, SyntheticSet, init_synthetic,
                                    make_real_pool, sample_per_class)
 from ddjax.errors import check_choice
 
-# name -> (make, default_config). A new algorithm registers here and adds configs/<name>_tiny.py.
-REGISTRY: dict[str, tuple[Callable[..., Algorithm], Callable]] = {
-    "dm": (dm.make, dm.default_config),
+
+
+class Entry(NamedTuple):
+    """One registered algorithm.
+
+    make(config, model, num_classes, image_shape, mesh=None) -> Algorithm.
+    default_config() -> ml_collections.ConfigDict: the ``config.<name>`` section.
+    prepare(config, dataset, real, mesh, stream) -> data: what the launcher passes as ``step``'s second argument
+      (expert trajectories, a teacher pool, ... loaded or made here, outside jit). None: the ``RealPool`` itself.
+    """
+    make: Callable[..., Algorithm]
+    default_config: Callable[[], Any]
+    prepare: Callable[..., Any] | None = None
+
+
+# A new algorithm registers here and adds configs/<name>_tiny.py.
+REGISTRY: dict[str, Entry] = {
+    "dm": Entry(make=dm.make, default_config=dm.default_config),
 }
 ALGORITHM_NAMES = tuple(REGISTRY)
 
 
 def get_algorithm(config, model, num_classes: int, image_shape: tuple[int, int, int], mesh=None) -> Algorithm:
     """The ``(init, step)`` pair named by ``config.algorithm``; ConfigError listing choices if unknown."""
-    make, _ = REGISTRY[check_choice("algorithm", config.algorithm, ALGORITHM_NAMES)]
-    return make(config, model, num_classes, image_shape, mesh=mesh)
+    entry = REGISTRY[check_choice("algorithm", config.algorithm, ALGORITHM_NAMES)]
+    return entry.make(config, model, num_classes, image_shape, mesh=mesh)
+
+
+def prepare_data(config, dataset, real: RealPool, mesh=None, stream=None) -> Any:
+    """The pytree ``step`` takes as its second argument for ``config.algorithm`` (the ``RealPool`` by default)."""
+    entry = REGISTRY[check_choice("algorithm", config.algorithm, ALGORITHM_NAMES)]
+    if entry.prepare is None:
+        return real
+    return entry.prepare(config, dataset, real, mesh, stream)
 
 
 def default_config(name: str):
     """Default hyper-parameters of algorithm ``name`` (the ``config.<name>`` section)."""
-    return REGISTRY[check_choice("algorithm", name, ALGORITHM_NAMES)][1]()
+    return REGISTRY[check_choice("algorithm", name, ALGORITHM_NAMES)].default_config()
 
 
-__all__ = ["Algorithm", "DistillState", "RealPool", "SyntheticSet", "INIT_NAMES", "ALGORITHM_NAMES",
+__all__ = ["Entry", "REGISTRY", "prepare_data", "Algorithm", "DistillState", "RealPool", "SyntheticSet", "INIT_NAMES", "ALGORITHM_NAMES",
            "get_algorithm", "default_config", "init_synthetic", "make_real_pool", "sample_per_class"]

@@ -4,7 +4,9 @@ Like optax's ``GradientTransformation``::
 
     algo = ddjax.algorithms.get_algorithm(config, model, num_classes, image_shape)
     state = algo.init(key, synthetic)                 # synthetic: SyntheticSet
-    state, metrics = jax.jit(algo.step)(state, real)  # real: RealPool, metrics: dict of scalars
+    state, metrics = jax.jit(algo.step)(state, data)  # metrics: dict of scalars
+    # data: what the algorithm's ``prepare`` hook gives (ddjax.algorithms.prepare_data): the RealPool for DM,
+    # expert trajectories for MTT/SATM, real images + a teacher pool for IID.
 
 ``state.synthetic`` is the distilled set; everything the step needs between calls (optimizer states, step counter,
 rng, learned hyper-parameters) lives in the same pytree, so checkpointing, sharding and resuming treat all
@@ -55,9 +57,11 @@ class DistillState(flax.struct.PyTreeNode):
 
 
 class Algorithm(NamedTuple):
-    """``init(key, synthetic) -> state``; ``step(state, real) -> (state, metrics)``; both pure."""
+    """``init(key, synthetic) -> state``; ``step(state, data) -> (state, metrics)``; both pure.
+
+    ``data`` is a pytree of arrays (a ``RealPool`` unless the algorithm's ``prepare`` hook says otherwise)."""
     init: Callable[[jax.Array, SyntheticSet], DistillState]
-    step: Callable[[DistillState, RealPool], tuple[DistillState, dict[str, jax.Array]]]
+    step: Callable[[DistillState, Any], tuple[DistillState, dict[str, jax.Array]]]
 
 
 def make_real_pool(images: np.ndarray, labels: np.ndarray, num_classes: int) -> RealPool:
