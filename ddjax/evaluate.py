@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ddjax import sam
 from ddjax.augment import DSAParams, dsa, parse_strategy
 from ddjax.errors import ConfigError, check_choice
 from ddjax.models import apply_model, init_model
@@ -244,13 +245,41 @@ def _init_core(seed_keys: jax.Array, *, model: nn.Module, image_shape: tuple[int
     return jax.vmap(lambda k: init_model(model, _split_seed_key(k)[0], image_shape))(seed_keys)
 
 
+EXPERT_SHARPNESS_VARIANTS = ("sam", "asam", "gsam")  # stateless ones (ddjax.sam); FTD's flat experts use gsam
+
+
+def _check_sharpness(sharpness: Any) -> tuple[str, float, float]:
+    """``(variant, rho, alpha)`` validated: a stateless :mod:`ddjax.sam` variant, rho > 0, alpha >= 0."""
+    if not (isinstance(sharpness, (tuple, list)) and len(sharpness) == 3):
+        raise ConfigError(f"sharpness must be (variant, rho, alpha), got {sharpness!r}")
+    variant, rho, alpha = sharpness
+    check_choice("sharpness variant", variant, EXPERT_SHARPNESS_VARIANTS)
+    _check_float("sharpness rho", rho, low=0.0, low_open=True)
+    _check_float("sharpness alpha", alpha, low=0.0)
+    return str(variant), float(rho), float(alpha)
+
+
+def _sharpness_aware_gradient(loss: Any, params: Any, grads: Any, sharpness: tuple[str, float, float]) -> Any:
+    """The gradient at ``params + ε`` (ε from :func:`ddjax.sam.sam_perturbation`); GSAM's descent for ``"gsam"``."""
+    variant, rho, alpha = sharpness
+    eps = sam.sam_perturbation(grads, rho, variant=variant, params=params)
+    g_perturbed = jax.grad(loss)(optax.tree.add(params, eps))
+    return sam.gsam_descent(grads, g_perturbed, alpha) if variant == "gsam" else g_perturbed
+
+
 @functools.partial(jax.jit, static_argnames=("model", "epochs", "steps_per_epoch", "batch_size", "dsa_strategy",
-                                             "dsa_params", "lr_decay", "num_classes", "seed_axis"))
+                                             "dsa_params", "lr_decay", "num_classes", "seed_axis", "snapshots",
+                                             "sharpness"))
 def _train_core(init_variables: Variables, seed_keys: jax.Array, images: jax.Array, labels: jax.Array,
                 lr: jax.Array, momentum: jax.Array, weight_decay: jax.Array, *, model: nn.Module, epochs: int,
                 steps_per_epoch: int, batch_size: int, dsa_strategy: str, dsa_params: DSAParams, lr_decay: bool,
-                num_classes: int, seed_axis: str = "vmap") -> Variables:
-    """The jitted program: ``vmap`` over seeds of ``scan`` over epochs of ``scan`` over steps (see module doc)."""
+                num_classes: int, seed_axis: str = "vmap", snapshots: bool = False,
+                sharpness: tuple[str, float, float] | None = None) -> Variables:
+    """The jitted program: ``vmap`` over seeds of ``scan`` over epochs of ``scan`` over steps (see module doc).
+
+    ``snapshots``: also return the parameters at initialisation and after every epoch (expert trajectories),
+    stacked as ``(seeds, epochs + 1, ...)``. ``sharpness``: ``(variant, rho, alpha)`` trains with a sharpness-aware
+    gradient (:mod:`ddjax.sam`; FTD's flat experts use ``("gsam", rho, alpha)``)."""
     n = images.shape[0]
     soft = labels.ndim == 2
     tx = make_optimizer(lr, momentum, weight_decay, epochs, steps_per_epoch, lr_decay=lr_decay)
@@ -278,6 +307,8 @@ def _train_core(init_variables: Variables, seed_keys: jax.Array, images: jax.Arr
                 return loss, new_vars
 
             grads, new_vars = jax.grad(loss_fn, has_aux=True)(params)
+            if sharpness is not None:
+                grads = _sharpness_aware_gradient(lambda p: loss_fn(p)[0], params, grads, sharpness)
             if reset_at_drop:
                 opt_state = _reset_momentum(opt_state, t == drop)
             updates, opt_state = tx.update(grads, opt_state, params)
@@ -289,9 +320,13 @@ def _train_core(init_variables: Variables, seed_keys: jax.Array, images: jax.Arr
             idx, weight = epoch_batches(jax.random.fold_in(k_perm, e), n, steps_per_epoch, batch_size)
             t = e * steps_per_epoch + jnp.arange(steps_per_epoch)
             carry, _ = jax.lax.scan(step, carry, (idx, weight, t))
-            return carry, None
+            return carry, (carry[0] if snapshots else None)
 
-        (params, state, _), _ = jax.lax.scan(epoch, (params, state, opt_state), jnp.arange(epochs))
+        (params, state, _), trajectory = jax.lax.scan(epoch, (params, state, opt_state), jnp.arange(epochs))
+        if snapshots:
+            start = variables["params"]
+            trajectory = jax.tree.map(lambda p0, ps: jnp.concatenate([p0[None], ps]), start, trajectory)
+            return {"params": params, **state, "trajectory": trajectory}
         return {"params": params, **state}
 
     if seed_axis == "map":
@@ -302,8 +337,8 @@ def _train_core(init_variables: Variables, seed_keys: jax.Array, images: jax.Arr
 def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_seeds: int, epochs: int,
                    lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 256,
                    dsa_strategy: str = DEFAULT_DSA_STRATEGY, dsa_params: DSAParams | None = None,
-                   num_classes: int | None = None, lr_decay: bool = True, seed_axis: str | None = None
-                   ) -> Variables:
+                   num_classes: int | None = None, lr_decay: bool = True, seed_axis: str | None = None,
+                   trajectory: bool = False, sharpness: tuple[str, float, float] | None = None) -> Variables:
     """Train ``num_seeds`` freshly initialised copies of ``model`` on ``(images, labels)``; one jitted program.
 
     Protocol (DM ``evaluate_synset``, see the module docstring for the exact differences): SGD with momentum and
@@ -326,6 +361,10 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
         (``lax.map``, seeds one after another; the default on CPU, where XLA runs the grouped convolutions that
         vmapping over different kernels produces several times slower than plain ones — measured in
         docs/results.md). Both give the same result (tested).
+      trajectory: also return ``"trajectory"``: the parameters at initialisation and after every epoch, each leaf
+        shaped ``(num_seeds, epochs + 1, ...)`` (MTT's expert trajectories, :mod:`ddjax.experts`).
+      sharpness: ``(variant, rho, alpha)`` to descend a sharpness-aware gradient instead of the plain one
+        (:func:`ddjax.sam.sharpness_aware_gradient`; FTD's flat experts: ``("gsam", rho, alpha)``).
     Returns:
       The trained variables (``{"params", ...}``, ``batch_stats`` for batch-norm models), every leaf with a
       leading axis of size ``num_seeds``.
@@ -357,7 +396,8 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
                        jnp.float32(lr), jnp.float32(momentum), jnp.float32(weight_decay),
                        model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=b,
                        dsa_strategy=strategy, dsa_params=params, lr_decay=bool(lr_decay), num_classes=k,
-                       seed_axis=seed_axis)
+                       seed_axis=seed_axis, snapshots=bool(trajectory),
+                       sharpness=None if sharpness is None else _check_sharpness(sharpness))
 
 
 # ---------------------------------------------------------------------------------------------- accuracy

@@ -50,6 +50,7 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256,
         dsa_strategy="color_crop_cutout_flip_scale_rotate",
         random_real=True,           # also evaluate IPC random real images (the baseline)
+        learned_lr=True,            # train with the algorithm's learned lr when it has one (MTT/SATM: syn_lr)
     ))
     c[algorithm] = algorithms.default_config(algorithm)
     return c

@@ -7,7 +7,8 @@ Workdir outputs:
   ``metrics.jsonl``          one JSON record per logged step / evaluation
   ``images/step_<N>.png``    synthetic images, one row per class, at each evaluation (``synthetic.png``: latest)
   ``curves.png``             loss and accuracy over steps
-  ``synthetic.npz``          final set: ``images`` (model space), ``pixels`` ([0, 1]), ``labels``
+  ``synthetic.npz``          final set: ``images`` (model space), ``pixels`` ([0, 1]), ``labels`` (and ``lr``, a
+                             learned training learning rate, for trajectory matching)
   ``results.json``           algorithm, dataset, ipc, steps, seconds, synthetic/random_real {mean, std, per_seed}
 """
 from __future__ import annotations
@@ -37,12 +38,16 @@ def build_eval_model(config: ml_collections.ConfigDict, num_classes: int):
 
 
 def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, images, labels,
-                 dataset: data.Dataset) -> evaluate.EvalResult:
-    """Train ``config.eval.num_seeds`` fresh networks on (images, labels) in one vmapped program; test accuracy."""
+                 dataset: data.Dataset, lr: float | None = None) -> evaluate.EvalResult:
+    """Train ``config.eval.num_seeds`` fresh networks on (images, labels) in one vmapped program; test accuracy.
+
+    ``lr``: the training learning rate when the algorithm learned one (MTT/SATM's α) and ``config.eval.learned_lr``
+    is on; ``config.eval.lr`` otherwise."""
     e = config.eval
+    train_lr = float(lr) if (lr is not None and e.learned_lr) else e.lr
     return evaluate.evaluate_synthetic(
         key, model, np.asarray(images), np.asarray(labels), dataset.test_images, dataset.test_labels,
-        num_seeds=e.num_seeds, epochs=e.epochs, lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay,
+        num_seeds=e.num_seeds, epochs=e.epochs, lr=train_lr, momentum=e.momentum, weight_decay=e.weight_decay,
         batch_size=e.batch_size, dsa_strategy=e.dsa_strategy, num_classes=dataset.num_classes)
 
 
@@ -104,11 +109,15 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
         return previous_seconds + time.perf_counter() - session_start
 
     def evaluate_now(step: int) -> None:
-        result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, state.synthetic.images,
-                              state.synthetic.labels, dataset)
-        writer.write(step=step, synthetic_acc=result.mean, synthetic_acc_std=result.std)
-        pixels = dataset.to_pixels(np.asarray(state.synthetic.images))
-        labels = np.asarray(state.synthetic.labels)
+        view = algorithms.eval_view(state, config)
+        result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, view["images"], view["labels"],
+                              dataset, lr=view.get("lr"))
+        record = {"synthetic_acc": result.mean, "synthetic_acc_std": result.std}
+        if "lr" in view:
+            record["eval_lr"] = float(view["lr"]) if config.eval.learned_lr else float(config.eval.lr)
+        writer.write(step=step, **record)
+        pixels = dataset.to_pixels(np.asarray(view["images"]))
+        labels = np.asarray(view["labels"])
         os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
         for name in (f"images/step_{step:06d}.png", "synthetic.png"):
             outputs.save_image_grid(os.path.join(workdir, name), pixels, labels, dataset.num_classes,
@@ -155,9 +164,11 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     result["seconds"] = elapsed()
     result["wall_seconds_this_invocation"] = time.perf_counter() - started
 
-    outputs.save_npz_atomic(os.path.join(workdir, "synthetic.npz"), images=np.asarray(state.synthetic.images),
-                            pixels=dataset.to_pixels(np.asarray(state.synthetic.images)),
-                            labels=np.asarray(state.synthetic.labels))
+    view = algorithms.eval_view(state, config)
+    learned = {"lr": np.asarray(view["lr"])} if "lr" in view else {}
+    outputs.save_npz_atomic(os.path.join(workdir, "synthetic.npz"), images=np.asarray(view["images"]),
+                            pixels=dataset.to_pixels(np.asarray(view["images"])),
+                            labels=np.asarray(view["labels"]), **learned)
     outputs.save_curves(os.path.join(workdir, "curves.png"), outputs.read_metrics(metrics_path),
                         title=f"{config.algorithm} on {dataset.name}, ipc {config.ipc}")
     outputs.write_json_atomic(os.path.join(workdir, "results.json"), result)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-from ddjax.algorithms import dm
+from ddjax.algorithms import dm, trajectory
 from ddjax.algorithms.base import (Algorithm, DistillState, INIT_NAMES, RealPool, SyntheticSet, init_synthetic,
                                    make_real_pool, sample_per_class)
 from ddjax.errors import check_choice
@@ -21,15 +21,22 @@ class Entry(NamedTuple):
     default_config() -> ml_collections.ConfigDict: the ``config.<name>`` section.
     prepare(config, dataset, real, mesh, stream) -> data: what the launcher passes as ``step``'s second argument
       (expert trajectories, a teacher pool, ... loaded or made here, outside jit). None: the ``RealPool`` itself.
+    eval_view(state, config) -> {"images", "labels", optional "lr"}: what the launcher evaluates (e.g. an EMA of
+      the images, trained with a learned learning rate). None: ``state.synthetic``'s images and labels.
     """
     make: Callable[..., Algorithm]
     default_config: Callable[[], Any]
     prepare: Callable[..., Any] | None = None
+    eval_view: Callable[..., dict] | None = None
 
 
 # A new algorithm registers here and adds configs/<name>_tiny.py.
 REGISTRY: dict[str, Entry] = {
     "dm": Entry(make=dm.make, default_config=dm.default_config),
+    "mtt": Entry(make=trajectory.make_mtt, default_config=trajectory.mtt_config, prepare=trajectory.prepare_mtt,
+                 eval_view=lambda state, config: trajectory.eval_view(state, config.mtt)),
+    "satm": Entry(make=trajectory.make_satm, default_config=trajectory.satm_config, prepare=trajectory.prepare_satm,
+                  eval_view=lambda state, config: trajectory.eval_view(state, config.satm)),
 }
 ALGORITHM_NAMES = tuple(REGISTRY)
 
@@ -48,10 +55,18 @@ def prepare_data(config, dataset, real: RealPool, mesh=None, stream=None) -> Any
     return entry.prepare(config, dataset, real, mesh, stream)
 
 
+def eval_view(state: DistillState, config) -> dict:
+    """``{"images", "labels"[, "lr"]}``: the set the launcher evaluates for ``config.algorithm``."""
+    entry = REGISTRY[check_choice("algorithm", config.algorithm, ALGORITHM_NAMES)]
+    if entry.eval_view is None:
+        return {"images": state.synthetic.images, "labels": state.synthetic.labels}
+    return entry.eval_view(state, config)
+
+
 def default_config(name: str):
     """Default hyper-parameters of algorithm ``name`` (the ``config.<name>`` section)."""
     return REGISTRY[check_choice("algorithm", name, ALGORITHM_NAMES)].default_config()
 
 
-__all__ = ["Entry", "REGISTRY", "prepare_data", "Algorithm", "DistillState", "RealPool", "SyntheticSet", "INIT_NAMES", "ALGORITHM_NAMES",
+__all__ = ["Entry", "REGISTRY", "prepare_data", "eval_view", "Algorithm", "DistillState", "RealPool", "SyntheticSet", "INIT_NAMES", "ALGORITHM_NAMES",
            "get_algorithm", "default_config", "init_synthetic", "make_real_pool", "sample_per_class"]

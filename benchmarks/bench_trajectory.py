@@ -1,0 +1,137 @@
+"""Benchmark one MTT / SATM outer step: seconds, FLOPs and XLA temporary memory; one JSON line per case.
+
+    python benchmarks/bench_trajectory.py --what=time --algorithm=mtt --syn_steps=20   # vs mtt_torch.py 1 32 10 20
+    python benchmarks/bench_trajectory.py --what=time --algorithm=satm --syn_steps=20
+    python benchmarks/bench_trajectory.py --what=memory                               # N x iota x remat grid
+
+The step is the same work as ``../shared/bench/mtt_torch.py CHANNELS HW IPC SYN_STEPS [BATCH_SYN]``: ConvNet-3
+(w128, instance norm) from an expert snapshot, ``syn_steps`` unrolled SGD steps on minibatches of ``batch_syn``
+synthetic images with per-sample augmentation, normalised parameter distance, meta-gradient to the images and the
+learning rate (SGD momentum 0.5), on random stand-in data and a random-walk stand-in expert buffer.
+``--what=memory`` only compiles (no run) and reports XLA's temporary bytes of one outer step for every
+``N`` in ``--memory_steps``, ``iota`` in {0, N/3, 2N/3} and remat off/on, plus the ratio to the naive full unroll
+(iota 0, no remat) of the same ``N``. FLOPs: XLA counts a rolled loop body once, so FLOPs are reported for
+fully unrolled programs only (``--what=time`` on CPU).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from ddjax import algorithms, experts, models
+from launch.config import base_config
+
+flags.DEFINE_enum("what", "time", ["time", "memory"], "Time one step, or the temp-memory grid.")
+flags.DEFINE_enum("algorithm", "mtt", ["mtt", "satm"], "time: which step.")
+flags.DEFINE_integer("channels", 1, "Image channels.")
+flags.DEFINE_integer("hw", 32, "Image height = width.")
+flags.DEFINE_integer("ipc", 10, "Synthetic images per class.")
+flags.DEFINE_integer("classes", 10, "Number of classes.")
+flags.DEFINE_integer("syn_steps", 20, "Unrolled inner steps N.")
+flags.DEFINE_integer("batch_syn", 100, "Synthetic images per inner step.")
+flags.DEFINE_integer("width", 128, "ConvNet width.")
+flags.DEFINE_integer("depth", 3, "ConvNet depth.")
+flags.DEFINE_integer("truncate", -1, "time: iota (-1: the algorithm's default).")
+flags.DEFINE_integer("scan_unroll", 0, "0: auto (full unroll on CPU), 1: rolled, N: unroll factor.")
+flags.DEFINE_bool("remat", False, "time: rematerialise differentiated steps.")
+flags.DEFINE_string("dsa", "color_crop_cutout_flip_scale_rotate", "DSA strategy ('none' to disable).")
+flags.DEFINE_list("memory_steps", ["20", "50", "80"], "memory: the N values.")
+flags.DEFINE_integer("repeats", 3, "Timed calls after one warm-up.")
+FLAGS = flags.FLAGS
+
+
+def _analysis(compiled) -> dict:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mem = compiled.memory_analysis()
+    return {"flops": float(cost.get("flops", float("nan"))) if cost else None,
+            "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else None}
+
+
+def _setup(algorithm: str, syn_steps: int, truncate: int | None, remat: bool, scan_unroll: int):
+    shape = (FLAGS.hw, FLAGS.hw, FLAGS.channels)
+    config = base_config(algorithm)
+    config.ipc, config.dsa_strategy = FLAGS.ipc, FLAGS.dsa
+    hp = config[algorithm]
+    hp.syn_steps, hp.batch_syn, hp.remat, hp.scan_unroll = syn_steps, FLAGS.batch_syn, remat, scan_unroll
+    hp.expert_epochs, hp.max_start_epoch = 2, 2
+    if truncate is not None:
+        hp.truncate = truncate
+    model = models.build_model("convnet", FLAGS.classes, width=FLAGS.width, depth=FLAGS.depth)
+    init = models.init_model(model, jax.random.PRNGKey(0), shape)["params"]
+    keys = iter(jax.random.split(jax.random.PRNGKey(1), 64))
+    buffer = experts.ExpertBuffer(params=jax.tree.map(
+        lambda p: p[None, None] + jnp.cumsum(0.01 * jax.random.normal(next(keys), (2, 5) + p.shape), axis=1), init))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(FLAGS.classes), FLAGS.ipc).astype(np.int32)
+    synthetic = algorithms.SyntheticSet(images=jnp.asarray(rng.normal(size=(len(labels),) + shape), jnp.float32),
+                                        labels=jnp.asarray(labels))
+    algo = algorithms.get_algorithm(config, model, FLAGS.classes, shape)
+    state = algo.init(jax.random.PRNGKey(2), synthetic)
+    return algo, state, buffer
+
+
+def bench_time() -> dict:
+    truncate = None if FLAGS.truncate < 0 else FLAGS.truncate
+    algo, state, buffer = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)
+    t = time.perf_counter()
+    compiled = jax.jit(algo.step).lower(state, buffer).compile()
+    compile_s = time.perf_counter() - t
+    holder = {"state": state}
+
+    def call():
+        holder["state"], metrics = compiled(holder["state"], buffer)
+        return metrics["loss"]
+
+    jax.block_until_ready(call())
+    times = []
+    for _ in range(FLAGS.repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - t)
+    info = _analysis(compiled)
+    median = statistics.median(times)
+    return {"bench": "trajectory_step", "algorithm": FLAGS.algorithm, "channels": FLAGS.channels, "hw": FLAGS.hw,
+            "ipc": FLAGS.ipc, "syn_steps": FLAGS.syn_steps, "batch_syn": FLAGS.batch_syn, "width": FLAGS.width,
+            "truncate": truncate, "remat": FLAGS.remat, "scan_unroll": FLAGS.scan_unroll,
+            "compile_s": round(compile_s, 2), "median_s": round(median, 4), "min_s": round(min(times), 4),
+            **info, "gflops_per_s": round(info["flops"] / median / 1e9, 2) if info["flops"] else None,
+            "backend": jax.default_backend(), "devices": jax.device_count(), "machine": platform.processor() or
+            platform.machine(), "jax": jax.__version__}
+
+
+def bench_memory() -> list[dict]:
+    rows = []
+    for n in (int(v) for v in FLAGS.memory_steps):
+        naive = None
+        for iota in (0, n // 3, 2 * n // 3):
+            for remat in (False, True):
+                algo, state, buffer = _setup("mtt", n, iota, remat, scan_unroll=1)
+                compiled = jax.jit(algo.step).lower(state, buffer).compile()
+                temp = _analysis(compiled)["temp_bytes"]
+                naive = temp if (iota == 0 and not remat) else naive
+                rows.append({"bench": "trajectory_memory", "syn_steps": n, "truncate": iota, "remat": remat,
+                             "temp_bytes": temp, "ratio_to_full_unroll": round(temp / naive, 3),
+                             "batch_syn": FLAGS.batch_syn, "hw": FLAGS.hw, "channels": FLAGS.channels,
+                             "width": FLAGS.width, "backend": jax.default_backend()})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv):
+    del argv
+    if FLAGS.what == "memory":
+        bench_memory()
+    else:
+        print(json.dumps(bench_time()), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,363 @@
+"""Trajectory matching: MTT (Cazenavette et al., CVPR 2022) and SATM (sharpness-aware trajectory matching).
+
+**MTT.** Each step samples an expert ``e`` and a start epoch ``t < max_start_epoch``, starts a student at the
+expert's snapshot θ*_t, runs N = ``syn_steps`` SGD steps on minibatches of the synthetic set ϕ with the learnable
+rate α (:func:`ddjax.inner.student_steps`, per-sample DSA) and minimises
+
+.. math:: \\mathcal{L}(\\phi, \\alpha) = \\frac{\\|\\theta_N - \\theta^*_{t+M}\\|^2}{\\|\\theta^*_t - \\theta^*_{t+M}\\|^2}
+
+by differentiating through the unrolled steps; images and α use SGD with momentum 0.5 (``lr_img``, ``lr_lr``).
+
+**SATM** (``satm-sharpness-aware-trajectory-matching``, §3) on the same loop, F(ϕ) = 𝓛(θ_N(ϕ)):
+
+1. *Landscape smoothing* (§3.2): the ascent gradient is taken at ϕ̃, each image ϕ̃_j = ϕ_j + n_j,
+   n_j ~ N(0, (γ‖ϕ_j‖₂)² I) (ddjax reads the paper's "N(0, γ‖ϕ_j‖)" as a standard deviation γ‖ϕ_j‖₂ per pixel).
+2. *Truncated unrolling* (§3.3.1): only the last N − ι steps are differentiated (``truncate`` = ι).
+3. *SAM on the outer loop*: ε = ρ ∇F(ϕ̃)/‖∇F(ϕ̃)‖₂ (or the ASAM/Vasso/GSAM variants of :mod:`ddjax.sam`).
+4. *Trajectory reusing* (§3.3.2): the second unroll, on ϕ + ε, starts at θ_τ of the first (``reuse_at`` = τ,
+   default ι) and runs the remaining N − τ steps on the same minibatches; its gradient updates ϕ.
+5. *First-order learnable α* (eq. 12): ∂𝓛/∂α ≈ (∂𝓛/∂θ_N) · (−Σ_{i<N} ∇_θ L_CE(θ_i, ϕ)), from the first unroll,
+   with no differentiation through the loop.
+
+Options: EMA of the synthetic images (FTD; evaluated instead of the raw images), an easy-to-hard start-epoch
+window (SATM-DA, after DATM), flat experts (SATM-FI: ``experts.sharpness``). MTT is the same step with no
+perturbation, no noise, ι = 0 and α learned by autodiff; with those settings SATM's hypergradient equals MTT's.
+"""
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from ml_collections import config_dict
+
+from ddjax import augment, experts, inner, models, pretrained, sam
+from ddjax.algorithms.base import Algorithm, DistillState, SyntheticSet
+from ddjax.errors import ConfigError, check_choice
+
+LR_GRADIENTS = ("autodiff", "first_order")
+SAM_VARIANTS = ("none",) + sam.VARIANTS
+
+
+def _experts_config() -> ml_collections.ConfigDict:
+    """``config.<algo>.experts``: how the expert trajectories are trained (reference ``buffer.py`` values)."""
+    return ml_collections.ConfigDict(dict(
+        num_experts=100, epochs=50, batch_size=256, momentum=0.0, weight_decay=0.0,
+        dsa_strategy=config_dict.placeholder(str),   # None: the run's dsa_strategy
+        seed=0,
+        sharpness=ml_collections.ConfigDict(dict(variant="none", rho=0.01, alpha=0.4)),  # FTD flat experts: gsam
+    ))
+
+
+def _common_config() -> dict:
+    # mtt-distillation distill.py defaults.
+    return dict(syn_steps=20, expert_epochs=3, max_start_epoch=25, min_start_epoch=0, lr_img=1000.0, lr_lr=1e-5,
+                lr_teacher=0.01, momentum=0.5, batch_syn=0, remat=False,
+                # lax.scan unroll of the differentiated inner steps; 0 = auto: fully unrolled on CPU (a rolled loop
+                # differentiated through measured 7x slower there: 14.3 vs 1.9 s/step, docs/results.md), rolled
+                # (1) on GPU/TPU where compile time matters more.
+                scan_unroll=0, experts=_experts_config())
+
+
+def mtt_config() -> ml_collections.ConfigDict:
+    """MTT hyper-parameters (``config.mtt``): reference ``distill.py`` defaults. ``batch_syn=0``: whole set."""
+    return ml_collections.ConfigDict(dict(
+        **_common_config(), truncate=0, lr_gradient="autodiff",
+        sam=ml_collections.ConfigDict(dict(variant="none", rho=0.0, asam_eta=0.01, gsam_alpha=0.4,
+                                           vasso_theta=0.9)),
+        noise_gamma=0.0, reuse=False, reuse_at=config_dict.placeholder(int), ema_decay=0.0,
+        window=ml_collections.ConfigDict(dict(initial_max_start_epoch=0, grow_steps=0))))
+
+
+def satm_config() -> ml_collections.ConfigDict:
+    """SATM hyper-parameters (``config.satm``). The paper's Table 6 values are not in the text we have; ρ and γ
+    are ddjax's defaults (documented in docs/design.md), ι keeps the last third of the loop (paper §A.7/A.9)."""
+    c = mtt_config()
+    c.truncate = config_dict.placeholder(int)  # None: N − int(N/3) (keep the last third)
+    c.lr_gradient = "first_order"
+    c.sam.variant = "sam"
+    c.sam.rho = 0.01
+    c.noise_gamma = 0.001
+    c.reuse = True
+    return c
+
+
+def resolved_truncate(hp: ml_collections.ConfigDict) -> int:
+    """ι: ``hp.truncate``, or N − int(N/3) when unset (the paper keeps the last third of the loop)."""
+    n = hp.syn_steps
+    return n - n // 3 if hp.truncate is None else int(hp.truncate)
+
+
+def resolved_reuse_at(hp: ml_collections.ConfigDict) -> int:
+    """τ: ``hp.reuse_at``, or ι when unset (the paper sets τ = ι)."""
+    return resolved_truncate(hp) if hp.reuse_at is None else int(hp.reuse_at)
+
+
+def validate(hp: ml_collections.ConfigDict, num_images: int, name: str) -> None:
+    """One-line ConfigErrors for every bad value, before tracing."""
+    n = hp.syn_steps
+    if n < 1:
+        raise ConfigError(f"{name}.syn_steps must be >= 1, got {n}")
+    iota = resolved_truncate(hp)
+    if not 0 <= iota < n:
+        raise ConfigError(f"{name}.truncate (iota) must satisfy 0 <= iota < syn_steps={n} so at least one step is "
+                          f"differentiated, got {iota}")
+    check_choice(f"{name}.lr_gradient", hp.lr_gradient, LR_GRADIENTS)
+    check_choice(f"{name}.sam.variant", hp.sam.variant, SAM_VARIANTS)
+    if hp.sam.rho < 0:
+        raise ConfigError(f"{name}.sam.rho must be >= 0, got {hp.sam.rho}")
+    if hp.noise_gamma < 0:
+        raise ConfigError(f"{name}.noise_gamma must be >= 0, got {hp.noise_gamma}")
+    if hp.reuse:
+        tau = resolved_reuse_at(hp)
+        if not iota <= tau < n:
+            raise ConfigError(f"{name}.reuse_at (tau) must satisfy truncate={iota} <= tau < syn_steps={n}, got {tau}")
+    if not 0 <= hp.ema_decay < 1:
+        raise ConfigError(f"{name}.ema_decay must be in [0, 1), got {hp.ema_decay}")
+    if hp.lr_img <= 0 or hp.lr_teacher <= 0 or hp.lr_lr < 0:
+        raise ConfigError(f"{name}: lr_img and lr_teacher must be > 0 and lr_lr >= 0")
+    batch = hp.batch_syn or num_images
+    if not 1 <= batch <= num_images:
+        raise ConfigError(f"{name}.batch_syn must be in [1, {num_images}] (num_classes*ipc) or 0 for all, got "
+                          f"{hp.batch_syn}")
+    w = hp.window
+    if w.initial_max_start_epoch and not 0 < w.initial_max_start_epoch <= hp.max_start_epoch:
+        raise ConfigError(f"{name}.window.initial_max_start_epoch must be in (0, max_start_epoch], got "
+                          f"{w.initial_max_start_epoch}")
+    if hp.min_start_epoch < 0 or hp.min_start_epoch >= (w.initial_max_start_epoch or hp.max_start_epoch):
+        raise ConfigError(f"{name}.min_start_epoch must be in [0, max_start_epoch), got {hp.min_start_epoch}")
+
+
+def _sq_dist(a: Any, b: Any) -> jax.Array:
+    return sum(jnp.sum(jnp.square(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _vdot(a: Any, b: Any) -> jax.Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def smoothing_noise(key: jax.Array, images: jax.Array, gamma: float) -> jax.Array:
+    """Landscape-smoothing noise (SATM eq. 10): per image j, N(0, (γ‖ϕ_j‖₂)²) per pixel."""
+    norms = jnp.sqrt(jnp.sum(jnp.square(images), axis=tuple(range(1, images.ndim)), keepdims=True))
+    return gamma * norms * jax.random.normal(key, images.shape, images.dtype)
+
+
+def make_with(hp: ml_collections.ConfigDict, name: str, config: ml_collections.ConfigDict, model: nn.Module,
+              num_classes: int, image_shape: tuple[int, int, int], mesh: Mesh | None = None) -> Algorithm:
+    """Build the trajectory-matching ``(init, step)`` from hyper-parameters ``hp`` (a ``config.mtt``/``satm``)."""
+    ipc = config.ipc
+    num_images = num_classes * ipc
+    validate(hp, num_images, name)
+    strategy = config.dsa_strategy
+    augment.parse_strategy(strategy)
+    n_steps = hp.syn_steps
+    iota = resolved_truncate(hp)
+    use_sam = hp.sam.variant != "none" and hp.sam.rho > 0
+    tau = resolved_reuse_at(hp) if (use_sam and hp.reuse) else None
+    batch = hp.batch_syn or num_images
+    first_order = hp.lr_gradient == "first_order"
+    scan_unroll = hp.scan_unroll or (True if jax.default_backend() == "cpu" else 1)
+    constraint = None
+    # Data parallelism: each inner step's minibatch is split over the mesh's ``data`` axis (XLA all-reduces the
+    # student's gradient). A batch the devices do not divide runs replicated instead (same result, no speed-up).
+    if mesh is not None and batch % mesh.shape["data"] == 0:
+        sharding = NamedSharding(mesh, P("data"))
+        constraint = lambda x: jax.lax.with_sharding_constraint(x, sharding)  # noqa: E731
+    img_opt = optax.sgd(hp.lr_img, momentum=hp.momentum)
+    lr_opt = optax.sgd(hp.lr_lr, momentum=hp.momentum)
+    perturber = sam.perturbation(hp.sam.rho, variant=hp.sam.variant, eta=hp.sam.asam_eta,
+                                 theta=hp.sam.vasso_theta) if use_sam else None
+    window = hp.window
+
+    def ce(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        logits, _ = models.apply_model(model, {"params": params}, x, train=True)
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+    def aug(key: jax.Array, x: jax.Array) -> jax.Array:
+        return augment.dsa(key, x, strategy, per_sample=True)
+
+    def unroll(images, lr, labels, theta, key, start, steps, record_at=None):
+        return inner.student_steps(ce, theta, images, labels, lr, key, num_steps=steps, batch_size=batch,
+                                   start_step=start, total_steps=n_steps, truncate=iota, remat=hp.remat,
+                                   record_at=record_at, augment=aug if strategy and strategy != "none" else None,
+                                   batch_constraint=constraint, scan_unroll=scan_unroll)
+
+    def init(key: jax.Array, synthetic: SyntheticSet) -> DistillState:
+        if synthetic.images.shape != (num_images,) + tuple(image_shape):
+            raise ConfigError(f"synthetic images have shape {synthetic.images.shape}, expected "
+                              f"{(num_images,) + tuple(image_shape)} (num_classes*ipc, H, W, C)")
+        lr = jnp.asarray(hp.lr_teacher, jnp.float32)
+        synthetic = synthetic.replace(extras={**synthetic.extras, "lr": lr})
+        extras = {}
+        if hp.ema_decay:
+            extras["ema_images"] = synthetic.images
+        if perturber is not None:
+            extras["sam"] = perturber.init(synthetic.images)
+        return DistillState(step=jnp.zeros((), jnp.int32), rng=key, synthetic=synthetic,
+                            opt_state={"images": img_opt.init(synthetic.images), "lr": lr_opt.init(lr)},
+                            extras=extras)
+
+    def max_start(step: jax.Array) -> jax.Array:
+        if not window.initial_max_start_epoch:
+            return jnp.asarray(hp.max_start_epoch)
+        # SATM-DA / DATM easy-to-hard: the upper end of the start window grows linearly over grow_steps.
+        frac = jnp.clip(step / max(window.grow_steps, 1), 0.0, 1.0)
+        grown = window.initial_max_start_epoch + frac * (hp.max_start_epoch - window.initial_max_start_epoch)
+        return jnp.floor(grown).astype(jnp.int32)
+
+    def step(state: DistillState, buffer: experts.ExpertBuffer) -> tuple[DistillState, dict[str, jax.Array]]:
+        rng, k_seg, k_inner, k_noise = jax.random.split(state.rng, 4)
+        theta_start, theta_target, _, start_epoch = experts.sample_segment(
+            k_seg, buffer, expert_epochs=hp.expert_epochs, max_start_epoch=max_start(state.step),
+            min_start_epoch=hp.min_start_epoch)
+        denom = _sq_dist(theta_start, theta_target)
+        images, labels = state.synthetic.images, state.synthetic.labels
+        lr = state.synthetic.extras["lr"]
+
+        def objective(imgs, alpha, theta, start, steps, record_at=None):
+            res = unroll(imgs, alpha, labels, theta, k_inner, start, steps, record_at)
+            return _sq_dist(res.params, theta_target) / denom, res
+
+        extras = dict(state.extras)
+        metrics = {"start_epoch": start_epoch.astype(jnp.float32)}
+        if perturber is None:
+            if first_order:
+                (loss, res), g_img = jax.value_and_grad(objective, has_aux=True)(
+                    images, jax.lax.stop_gradient(lr), theta_start, 0, n_steps)
+                g_lr = _first_order_lr_grad(res, theta_target, denom)
+            else:
+                (loss, res), (g_img, g_lr) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+                    images, lr, theta_start, 0, n_steps)
+        else:
+            noisy = images + smoothing_noise(k_noise, images, hp.noise_gamma) if hp.noise_gamma else images
+            lr_in = jax.lax.stop_gradient(lr) if first_order else lr
+            (loss, res), (g_ascent, g_lr) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+                noisy, lr_in, theta_start, 0, n_steps, tau)
+            if first_order:
+                g_lr = _first_order_lr_grad(res, theta_target, denom)
+            eps, extras["sam"] = perturber.perturb(g_ascent, state.extras["sam"], images)
+            if tau is not None:  # trajectory reusing: restart at θ_τ of the first unroll
+                theta2, start2, steps2 = res.params_at, tau, n_steps - tau
+            else:
+                theta2, start2, steps2 = theta_start, 0, n_steps
+            (loss_perturbed, _), g_img = jax.value_and_grad(objective, has_aux=True)(
+                images + eps, jax.lax.stop_gradient(lr), theta2, start2, steps2)
+            if hp.sam.variant == "gsam":
+                g_img = sam.gsam_descent(g_ascent, g_img, hp.sam.gsam_alpha)
+            metrics["loss_perturbed"] = loss_perturbed
+            metrics["eps_norm"] = optax.tree.norm(eps)
+
+        img_updates, img_state = img_opt.update(g_img, state.opt_state["images"], images)
+        lr_updates, lr_state = lr_opt.update(g_lr, state.opt_state["lr"], lr)
+        new_images = optax.apply_updates(images, img_updates)
+        new_lr = optax.apply_updates(lr, lr_updates)
+        synthetic = state.synthetic.replace(images=new_images, extras={**state.synthetic.extras, "lr": new_lr})
+        if hp.ema_decay:
+            extras["ema_images"] = hp.ema_decay * state.extras["ema_images"] + (1 - hp.ema_decay) * new_images
+        new_state = state.replace(step=state.step + 1, rng=rng, synthetic=synthetic,
+                                  opt_state={"images": img_state, "lr": lr_state}, extras=extras)
+        metrics.update(loss=loss, grad_norm=optax.tree.norm(g_img), syn_lr=new_lr)
+        return new_state, metrics
+
+    return Algorithm(init, step)
+
+
+def _first_order_lr_grad(res: inner.InnerResult, theta_target: Any, denom: jax.Array) -> jax.Array:
+    """SATM eq. 12: ∂𝓛/∂α ≈ (∂𝓛/∂θ_N) · (−Σ_i ∇L_CE(θ_i)), ∂𝓛/∂θ_N = 2(θ_N − θ*)/δ."""
+    d_theta = jax.tree.map(lambda a, b: 2.0 * (a - b) / denom, res.params, theta_target)
+    return jax.lax.stop_gradient(-_vdot(d_theta, res.grad_sum))
+
+
+def make_mtt(config, model, num_classes, image_shape, mesh=None) -> Algorithm:
+    """MTT's ``(init, step)``; hyper-parameters in ``config.mtt``."""
+    return make_with(config.mtt, "mtt", config, model, num_classes, image_shape, mesh)
+
+
+def make_satm(config, model, num_classes, image_shape, mesh=None) -> Algorithm:
+    """SATM's ``(init, step)``; hyper-parameters in ``config.satm``."""
+    return make_with(config.satm, "satm", config, model, num_classes, image_shape, mesh)
+
+
+def expert_spec(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collections.ConfigDict) -> dict:
+    """Everything that determines the expert trajectories (the key of their store entry)."""
+    e = hp.experts
+    return {
+        "dataset": dataset.name, "zca": bool(config.data.zca), "zca_regularization": float(config.data.zca_regularization),
+        "num_train": int(dataset.train_images.shape[0]), "model": config.model.to_dict(),
+        "num_experts": int(e.num_experts), "epochs": int(e.epochs), "lr": float(hp.lr_teacher),
+        "batch_size": int(e.batch_size), "momentum": float(e.momentum), "weight_decay": float(e.weight_decay),
+        "dsa_strategy": e.dsa_strategy if e.dsa_strategy is not None else config.dsa_strategy, "seed": int(e.seed),
+        "sharpness": e.sharpness.to_dict() if e.sharpness.variant != "none" else None,
+    }
+
+
+def make_expert_buffer(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collections.ConfigDict
+                       ) -> experts.ExpertBuffer:
+    """Train the expert trajectories ``expert_spec`` describes (one jitted program)."""
+    spec = expert_spec(config, dataset, hp)
+    m = config.model
+    model = models.build_model(m.name, dataset.num_classes, width=m.width, depth=m.depth, norm=m.norm,
+                               pooling=m.pooling)
+    sharp = spec["sharpness"]
+    return experts.train_experts(
+        jax.random.PRNGKey(spec["seed"]), model, dataset.train_images, dataset.train_labels,
+        num_experts=spec["num_experts"], epochs=spec["epochs"], lr=spec["lr"], momentum=spec["momentum"],
+        weight_decay=spec["weight_decay"], batch_size=spec["batch_size"], dsa_strategy=spec["dsa_strategy"],
+        sharpness=None if sharp is None else (sharp["variant"], sharp["rho"], sharp["alpha"]),
+        num_classes=dataset.num_classes)
+
+
+def load_or_make_experts(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collections.ConfigDict,
+                         stream: TextIO | None = None) -> tuple[experts.ExpertBuffer, str]:
+    """The expert buffer for this config from the pretrained store, made first if missing and allowed."""
+    spec = expert_spec(config, dataset, hp)
+    tree, path = pretrained.load_or_make(
+        "experts", spec, lambda: make_expert_buffer(config, dataset, hp).params, root=config.pretrained_dir,
+        allow_make=config.make_pretrained, how_to_make="python -m launch.experts --config=<this config>",
+        stream=stream)
+    buffer = experts.ExpertBuffer(params=jax.tree.map(jnp.asarray, tree))
+    return buffer, path
+
+
+def check_buffer(buffer: experts.ExpertBuffer, model: nn.Module, image_shape: tuple[int, int, int],
+                 where: str = "the expert buffer") -> None:
+    """ConfigError unless ``buffer`` holds trajectories of ``model``'s parameters (same tree and leaf shapes)."""
+    expected = jax.eval_shape(lambda: models.init_model(model, jax.random.PRNGKey(0), image_shape))["params"]
+    want = jax.tree.map(lambda x: tuple(x.shape), expected)
+    got = jax.tree.map(lambda x: tuple(x.shape[2:]), buffer.params)
+    if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+        raise ConfigError(f"{where} does not hold parameters of this model ({config_model_text(model)}); remake the "
+                          "experts with this config (python -m launch.experts --config=...)")
+
+
+def config_model_text(model: nn.Module) -> str:
+    fields = ("width", "depth", "norm", "num_classes")
+    return ", ".join(f"{f}={getattr(model, f)}" for f in fields if hasattr(model, f))
+
+
+def _prepare(name: str):
+    def prepare(config, dataset, real, mesh, stream) -> experts.ExpertBuffer:
+        hp = config[name]
+        buffer, path = load_or_make_experts(config, dataset, hp, stream)
+        m = config.model
+        model = models.build_model(m.name, dataset.num_classes, width=m.width, depth=m.depth, norm=m.norm,
+                                   pooling=m.pooling)
+        check_buffer(buffer, model, dataset.image_shape, where=f"the expert buffer at {path}")
+        experts.check_segment(buffer.num_snapshots, hp.max_start_epoch, hp.expert_epochs, hp.min_start_epoch)
+        return buffer
+    return prepare
+
+
+prepare_mtt = _prepare("mtt")
+prepare_satm = _prepare("satm")
+
+
+def eval_view(state: DistillState, hp: ml_collections.ConfigDict) -> dict:
+    """What the launcher evaluates: the images (their EMA when ``ema_decay`` > 0) trained with the learned α
+    (the reference evaluates MTT sets with ``lr_net = syn_lr``)."""
+    images = state.extras["ema_images"] if hp.ema_decay else state.synthetic.images
+    return {"images": images, "labels": state.synthetic.labels, "lr": state.synthetic.extras["lr"]}

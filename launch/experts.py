@@ -1,0 +1,57 @@
+"""Command line: ``python -m launch.experts --config=configs/satm_tiny.py [--config.satm.experts.num_experts=...]``.
+
+Trains the expert trajectories a trajectory-matching config (``algorithm`` = ``mtt`` or ``satm``) needs, in one
+jitted program, and stores them in the pretrained store (``config.pretrained_dir``; see :mod:`ddjax.pretrained`),
+keyed by everything that determines them. ``launch.main`` then finds them. Existing experts are reported, not
+retrained. A user error prints ``error: <one line>`` and exits with status 2.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a ddjax config file for mtt or satm.", lock_config=True)
+
+TRAJECTORY_ALGORITHMS = ("mtt", "satm")
+
+
+def make_experts(config, stream=None) -> str:
+    """Load or train the experts of ``config``; returns the store folder. Raises DDJaxError on bad input."""
+    from ddjax import data
+    from ddjax.algorithms import trajectory
+    from ddjax.errors import check_choice
+    from launch.config import validate_config
+
+    validate_config(config)
+    check_choice("algorithm (for expert trajectories)", config.algorithm, TRAJECTORY_ALGORITHMS)
+    hp = config[config.algorithm]
+    dataset = data.load_dataset(config.data.name, data_dir=config.data.data_dir, source_dir=config.data.source_dir,
+                                zca=config.data.zca, zca_regularization=config.data.zca_regularization)
+    with config.unlocked():
+        config.make_pretrained = True
+    buffer, path = trajectory.load_or_make_experts(config, dataset, hp, stream)
+    print(f"experts: {buffer.num_experts} trajectories x {buffer.num_snapshots} snapshots in {path}",
+          file=stream or sys.stdout)
+    return path
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.config is None:
+        print("error: no config given; run e.g. python -m launch.experts --config=configs/satm_tiny.py",
+              file=sys.stderr)
+        sys.exit(2)
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    from ddjax.errors import DDJaxError
+    try:
+        make_experts(FLAGS.config)
+    except DDJaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)
