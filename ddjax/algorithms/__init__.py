@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from ddjax.algorithms import dm, trajectory
+from ddjax.algorithms import iid, m3d
+from ddjax.algorithms import dream, gradient_matching, idc
 from ddjax.algorithms.base import (Algorithm, DistillState, INIT_NAMES, RealPool, SyntheticSet, init_synthetic,
                                    make_real_pool, sample_per_class)
 from ddjax.errors import check_choice
@@ -33,6 +35,12 @@ class Entry(NamedTuple):
 # A new algorithm registers here and adds configs/<name>_tiny.py.
 REGISTRY: dict[str, Entry] = {
     "dm": Entry(make=dm.make, default_config=dm.default_config),
+    "dc": Entry(make=gradient_matching.make, default_config=gradient_matching.default_config),
+    "dsa": Entry(make=gradient_matching.make_dsa, default_config=gradient_matching.dsa_default_config),
+    "idc": Entry(make=idc.make, default_config=idc.default_config),
+    "dream": Entry(make=dream.make, default_config=dream.default_config, prepare=dream.prepare),
+    "m3d": Entry(make=m3d.make, default_config=m3d.default_config),
+    "iid": Entry(make=iid.make, default_config=iid.default_config, prepare=iid.prepare),
     "mtt": Entry(make=trajectory.make_mtt, default_config=trajectory.mtt_config, prepare=trajectory.prepare_mtt,
                  eval_view=lambda state, config: trajectory.eval_view(state, config.mtt)),
     "satm": Entry(make=trajectory.make_satm, default_config=trajectory.satm_config, prepare=trajectory.prepare_satm,

@@ -1,0 +1,79 @@
+"""IDC: Dataset Condensation via Efficient Synthetic-Data Parameterization (Kim et al., ICML'22).
+
+Gradient matching (the engine of :mod:`ddjax.algorithms.gradient_matching`) with
+
+- multi-formation: every stored image holds ``factor × factor`` images (:mod:`.multiformation`); matching and
+  evaluation use the decoded set (``factor² · IPC`` images per class, at most ``batch_syn_max`` per round);
+- per-layer ``D`` = ``l1`` or ``mse`` on conv kernels only (biases, norm affines and the dense head are skipped:
+  the reference's ``--bias False --fc False``);
+- the network trained on REAL data between matching rounds: ``⌈n_data / net_batch⌉`` SGD steps (lr 0.01, momentum
+  0.9, weight decay 5e-4) with per-sample DSA and CutMix (``mixup_net='cut'``);
+- matching augmentation ``color_crop_cutout`` applied to real and synthetic alike (siamese, per class), all ops
+  in sequence (the reference's ``DiffAug(batch=True)`` always applies colour and cutout, crop being the only
+  sampled op of this strategy, i.e. mode "M");
+- ``init='mix'``: each stored image a mosaic of ``factor²`` random real images, set at step 0.
+
+Storage layout: ``state.synthetic.extras["stored"]`` ``(K·IPC, H, W, C)`` is the optimised tensor (what IDC
+saves); ``state.synthetic.images``/``labels`` hold its decoded training set ``(K·IPC·factor², ...)``, so the
+launcher's evaluation trains on what IDC trains on. With ``factor=1`` the stored set is the image set itself.
+
+Differences from ``snu-mllab/Efficient-Dataset-Condensation:condense.py`` (on purpose): all classes are updated by
+one SGD step on the summed loss (the reference steps the optimizer once per class, so its momentum moves every
+class K times per round); no clamping of pixels to [0, 1] (ddjax's images live in normalised space); real batches
+for the network update are drawn with replacement.
+"""
+from __future__ import annotations
+
+import ml_collections
+from flax import linen as nn
+from jax.sharding import Mesh
+
+from ddjax import augment
+from ddjax.algorithms.base import Algorithm
+from ddjax.algorithms.gradient_matching import MatchingSpec, make_matching
+from ddjax.errors import check_choice
+
+IDC_INITS = ("mix", "given")
+
+__all__ = ["IDC_INITS", "default_config", "make", "spec_from_idc_config"]
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """IDC hyper-parameters (``config.idc``), reference values (``argument.py``; ``misc/reproduce.py`` for data
+    sets; ``init='mix'`` whenever ``factor > 1``)."""
+    return ml_collections.ConfigDict(dict(
+        factor=2, lr_img=5e-3, momentum=0.5, batch_real=64, metric="l1", layers="conv",
+        inner_loop=100,            # matching rounds per network (one ddjax step = one outer iteration)
+        n_data=500,                # real samples the network trains on after every round
+        net_batch=64, lr_net=0.01, momentum_net=0.9, weight_decay_net=5e-4,
+        mix_p=1.0,                 # CutMix probability in the network update (0.5 for CIFAR/SVHN/(F)MNIST)
+        aug_type="color_crop_cutout",
+        batch_syn_max=128, init="mix", class_axis="auto",
+        unroll="auto"))          # loops run unrolled (gradient_matching.resolve_unroll), e.g. classes_net
+
+
+def _without(strategy: str, token: str) -> str:
+    kept = [t for t in augment.parse_strategy(strategy) if t != token]
+    return "_".join(kept)
+
+
+def spec_from_idc_config(hp: ml_collections.ConfigDict, ipc: int, **overrides) -> MatchingSpec:
+    """The engine spec of IDC from its config section (``overrides`` used by DREAM)."""
+    check_choice("IDC init", hp.init, IDC_INITS)
+    aug = hp.aug_type if augment.parse_strategy(hp.aug_type) else ""
+    net_aug = _without(aug, "cutout") if hp.mix_p > 0 else aug  # reference: no cutout on top of CutMix
+    fields = dict(ipc=ipc, rounds=hp.inner_loop, lr_img=hp.lr_img, momentum=hp.momentum, batch_real=hp.batch_real,
+                  metric=hp.metric, layers=hp.layers, match_strategy=aug, match_mode="M", factor=hp.factor,
+                  batch_syn_max=hp.batch_syn_max, net_source="real", net_samples=hp.n_data, net_batch=hp.net_batch,
+                  net_lr=hp.lr_net, net_momentum=hp.momentum_net, net_weight_decay=hp.weight_decay_net,
+                  net_strategy=net_aug, net_mode="M", net_cutmix=hp.mix_p,
+                  syn_init="mix" if hp.init == "mix" and hp.factor > 1 else "given", class_axis=hp.class_axis,
+                  unroll=hp.get("unroll", "auto"))
+    fields.update(overrides)
+    return MatchingSpec(**fields)
+
+
+def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
+         mesh: Mesh | None = None) -> Algorithm:
+    """IDC's ``(init, step)``. Reads ``config.idc`` and ``config.ipc``."""
+    return make_matching(spec_from_idc_config(config.idc, config.ipc), model, num_classes, image_shape, mesh)
