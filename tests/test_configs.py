@@ -1,0 +1,40 @@
+"""Every shipped config loads, passes validation and builds its algorithm (no data loaded, nothing compiled)."""
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from ddjax import algorithms, models
+from launch.config import validate_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+SHAPES = {"digits": (8, 8, 1), "fashion_mnist": (28, 28, 1)}
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _variants(path):
+    name = os.path.basename(path)[:-3]
+    if name.endswith("_fmnist"):
+        return ["1", "10", "50"]
+    return [None]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p))
+def test_config_validates_and_builds(path):
+    assert len(CONFIGS) >= 10
+    module = _load(path)
+    for arg in _variants(path):
+        config = module.get_config() if arg is None else module.get_config(arg)
+        validate_config(config)
+        m = config.model
+        model = models.build_model(m.name, 10, width=m.width, depth=m.depth, norm=m.norm, pooling=m.pooling)
+        algo = algorithms.get_algorithm(config, model, 10, SHAPES[config.data.name])
+        assert callable(algo.init) and callable(algo.step)
