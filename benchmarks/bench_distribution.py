@@ -25,6 +25,8 @@ from absl import app, flags
 from ddjax import algorithms, models, teachers
 from launch.config import base_config
 
+from common import time_step
+
 flags.DEFINE_list("algorithms", ["dm", "m3d", "iid", "iid_m3d"], "Cases: dm, m3d, iid (on DM), iid_m3d.")
 flags.DEFINE_list("ipcs", ["10", "50"], "Synthetic images per class, one case each.")
 flags.DEFINE_integer("channels", 1, "Image channels.")
@@ -39,15 +41,6 @@ flags.DEFINE_integer("teacher_width", 64, "IID teacher width.")
 flags.DEFINE_integer("num_teachers", 2, "IID teacher pool size.")
 flags.DEFINE_integer("repeats", 3, "Timed calls after one warm-up.")
 FLAGS = flags.FLAGS
-
-
-def _analysis(compiled) -> dict:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    mem = compiled.memory_analysis()
-    return {"flops": float(cost.get("flops", float("nan"))) if cost else None,
-            "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else None,
-            "argument_bytes": int(getattr(mem, "argument_size_in_bytes", -1)) if mem is not None else None}
 
 
 def bench(case: str, ipc: int) -> dict:
@@ -72,27 +65,14 @@ def bench(case: str, ipc: int) -> dict:
         data = {"real": real, "teachers": jax.vmap(lambda k: models.init_model(tmodel, k, shape))(keys)}
     algo = algorithms.get_algorithm(config, model, FLAGS.classes, shape)
     state = algo.init(jax.random.PRNGKey(0), algorithms.init_synthetic(jax.random.PRNGKey(1), real, ipc))
-    t = time.perf_counter()
-    compiled = jax.jit(algo.step).lower(state, data).compile()
-    compile_s = time.perf_counter() - t
-    holder = {"state": state}
-
-    def call():
-        holder["state"], metrics = compiled(holder["state"], data)
-        return metrics["loss"]
-
-    jax.block_until_ready(call())
-    times = []
-    for _ in range(FLAGS.repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - t)
+    run = time_step(algo.step, state, data, FLAGS.repeats)
+    times, compile_s = run.pop("times"), run.pop("compile_s")
     median = statistics.median(times)
     out = {"benchmark": "distribution_step", "algorithm": case, "ipc": ipc, "impl": "ddjax-jax",
            "channels": FLAGS.channels, "hw": FLAGS.hw, "classes": FLAGS.classes, "width": FLAGS.width,
            "depth": FLAGS.depth, "batch_real": FLAGS.batch_real, "dsa": FLAGS.dsa,
            "median_s": round(median, 4), "min_s": round(min(times), 4), "repeats": FLAGS.repeats,
-           "compile_s": round(compile_s, 2), **_analysis(compiled)}
+           "compile_s": round(compile_s, 2), **run}
     if name == "iid":
         out.update(teacher=FLAGS.teacher, teacher_width=FLAGS.teacher_width, num_teachers=FLAGS.num_teachers)
     if out.get("flops"):

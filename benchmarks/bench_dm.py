@@ -24,6 +24,8 @@ from absl import app, flags
 from ddjax import algorithms, evaluate, models
 from launch.config import base_config
 
+from common import time_calls, time_step
+
 flags.DEFINE_enum("what", "dm", ["dm", "eval"], "Which program to time.")
 flags.DEFINE_integer("channels", 1, "Image channels.")
 flags.DEFINE_integer("hw", 32, "Image height = width.")
@@ -40,24 +42,6 @@ flags.DEFINE_integer("repeats", 5, "Timed calls after one warm-up.")
 FLAGS = flags.FLAGS
 
 
-def _analysis(compiled) -> dict:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    mem = compiled.memory_analysis()
-    return {"flops": float(cost.get("flops", float("nan"))) if cost else None,
-            "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else None,
-            "argument_bytes": int(getattr(mem, "argument_size_in_bytes", -1)) if mem is not None else None}
-
-
-def _time(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return times
-
-
 def bench_dm() -> dict:
     shape = (FLAGS.hw, FLAGS.hw, FLAGS.channels)
     config = base_config("dm")
@@ -68,18 +52,7 @@ def bench_dm() -> dict:
                                jnp.full((FLAGS.classes,), 2000, jnp.int32))
     algo = algorithms.get_algorithm(config, model, FLAGS.classes, shape)
     state = algo.init(jax.random.PRNGKey(0), algorithms.init_synthetic(jax.random.PRNGKey(1), real, FLAGS.ipc))
-    t = time.perf_counter()
-    compiled = jax.jit(algo.step).lower(state, real).compile()
-    compile_s = time.perf_counter() - t
-    holder = {"state": state}
-
-    def call():
-        holder["state"], metrics = compiled(holder["state"], real)
-        return metrics["loss"]
-
-    call()
-    times = _time(call, FLAGS.repeats)
-    return {"compile_s": compile_s, "times": times, **_analysis(compiled)}
+    return time_step(algo.step, state, real, FLAGS.repeats)
 
 
 def bench_eval() -> dict:
@@ -93,7 +66,7 @@ def bench_eval() -> dict:
     t = time.perf_counter()
     jax.block_until_ready(evaluate.train_networks(jax.random.PRNGKey(0), model, images, labels, **kwargs))
     first_s = time.perf_counter() - t
-    times = _time(lambda: evaluate.train_networks(jax.random.PRNGKey(1), model, images, labels, **kwargs),
+    times = time_calls(lambda: evaluate.train_networks(jax.random.PRNGKey(1), model, images, labels, **kwargs),
                   FLAGS.repeats)
     return {"compile_plus_first_s": first_s, "times": times}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,8 @@ from absl import app, flags
 
 from ddjax import algorithms, experts, models
 from launch.config import base_config
+
+from common import time_step, xla_analysis
 
 flags.DEFINE_enum("what", "time", ["time", "memory"], "Time one step, or the temp-memory grid.")
 flags.DEFINE_enum("algorithm", "mtt", ["mtt", "satm"], "time: which step.")
@@ -45,14 +46,6 @@ flags.DEFINE_string("dsa", "color_crop_cutout_flip_scale_rotate", "DSA strategy 
 flags.DEFINE_list("memory_steps", ["20", "50", "80"], "memory: the N values.")
 flags.DEFINE_integer("repeats", 3, "Timed calls after one warm-up.")
 FLAGS = flags.FLAGS
-
-
-def _analysis(compiled) -> dict:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    mem = compiled.memory_analysis()
-    return {"flops": float(cost.get("flops", float("nan"))) if cost else None,
-            "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else None}
 
 
 def _setup(algorithm: str, syn_steps: int, truncate: int | None, remat: bool, scan_unroll: int):
@@ -81,22 +74,9 @@ def _setup(algorithm: str, syn_steps: int, truncate: int | None, remat: bool, sc
 def bench_time() -> dict:
     truncate = None if FLAGS.truncate < 0 else FLAGS.truncate
     algo, state, buffer = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)
-    t = time.perf_counter()
-    compiled = jax.jit(algo.step).lower(state, buffer).compile()
-    compile_s = time.perf_counter() - t
-    holder = {"state": state}
-
-    def call():
-        holder["state"], metrics = compiled(holder["state"], buffer)
-        return metrics["loss"]
-
-    jax.block_until_ready(call())
-    times = []
-    for _ in range(FLAGS.repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - t)
-    info = _analysis(compiled)
+    run = time_step(algo.step, state, buffer, FLAGS.repeats)
+    times, compile_s = run.pop("times"), run.pop("compile_s")
+    info = run
     median = statistics.median(times)
     return {"bench": "trajectory_step", "algorithm": FLAGS.algorithm, "channels": FLAGS.channels, "hw": FLAGS.hw,
             "ipc": FLAGS.ipc, "syn_steps": FLAGS.syn_steps, "batch_syn": FLAGS.batch_syn, "width": FLAGS.width,
@@ -115,7 +95,7 @@ def bench_memory() -> list[dict]:
             for remat in (False, True):
                 algo, state, buffer = _setup("mtt", n, iota, remat, scan_unroll=1)
                 compiled = jax.jit(algo.step).lower(state, buffer).compile()
-                temp = _analysis(compiled)["temp_bytes"]
+                temp = xla_analysis(compiled)["temp_bytes"]
                 naive = temp if (iota == 0 and not remat) else naive
                 rows.append({"bench": "trajectory_memory", "syn_steps": n, "truncate": iota, "remat": remat,
                              "temp_bytes": temp, "ratio_to_full_unroll": round(temp / naive, 3),

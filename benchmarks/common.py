@@ -1,0 +1,46 @@
+"""Shared pieces of the step benchmarks: compile a jitted step, time it with its state threaded through, and
+read XLA's static FLOP and memory counts. Imported by the ``bench_*.py`` scripts (run from the repository root as
+``python benchmarks/bench_x.py``, which puts this folder on ``sys.path``)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import jax
+
+
+def xla_analysis(compiled: Any) -> dict:
+    """``flops`` (``cost_analysis``; a rolled loop's body counts once), ``temp_bytes`` and ``argument_bytes``
+    (``memory_analysis``) of a compiled program; None where the backend does not say."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mem = compiled.memory_analysis()
+    return {"flops": float(cost.get("flops", float("nan"))) if cost else None,
+            "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else None,
+            "argument_bytes": int(getattr(mem, "argument_size_in_bytes", -1)) if mem is not None else None}
+
+
+def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn``, each waited for (``block_until_ready``)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def time_step(step: Callable, state: Any, data: Any, repeats: int) -> dict:
+    """Compile ``step(state, data) -> (state, metrics)``, run one warm-up call, then time ``repeats`` calls with the
+    state threaded through (as the launcher runs it). Returns ``compile_s``, ``times`` and :func:`xla_analysis`."""
+    t = time.perf_counter()
+    compiled = jax.jit(step).lower(state, data).compile()
+    compile_s = time.perf_counter() - t
+    holder = {"state": state}
+
+    def call():
+        holder["state"], metrics = compiled(holder["state"], data)
+        return metrics["loss"]
+
+    jax.block_until_ready(call())
+    return {"compile_s": compile_s, "times": time_calls(call, repeats), **xla_analysis(compiled)}
