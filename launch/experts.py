@@ -7,8 +7,10 @@ retrained. A user error prints ``error: <one line>`` and exits with status 2.
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from launch import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a ddjax config file for mtt or satm.", lock_config=True)
@@ -37,21 +39,8 @@ def make_experts(config, stream=None) -> str:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.config is None:
-        print("error: no config given; run e.g. python -m launch.experts --config=configs/satm_tiny.py",
-              file=sys.stderr)
-        sys.exit(2)
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    from ddjax.errors import DDJaxError
-    try:
-        make_experts(FLAGS.config)
-    except DDJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
+    cli.start(argv, "python -m launch.experts --config=configs/satm_tiny.py")
+    cli.run_or_exit(make_experts, FLAGS.config)
 
 if __name__ == "__main__":
     app.run(main)

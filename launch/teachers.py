@@ -7,8 +7,10 @@ Prints each teacher's test accuracy. A user error prints ``error: <one line>`` a
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from launch import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a ddjax config file with a teacher pool (iid).",
@@ -44,21 +46,8 @@ def make_teachers(config, stream=None, config_hint: str = "<config file>") -> di
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.config is None:
-        print("error: no config given; run e.g. python -m launch.teachers --config=configs/iid_tiny.py",
-              file=sys.stderr)
-        sys.exit(2)
-    if not FLAGS["verbosity"].present:  # orbax logs every action at INFO
-        logging.set_verbosity(logging.WARNING)
-    from ddjax.errors import DDJaxError
-    try:
-        make_teachers(FLAGS.config, config_hint=FLAGS["config"].config_filename)
-    except DDJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
+    cli.start(argv, "python -m launch.teachers --config=configs/iid_tiny.py")
+    cli.run_or_exit(make_teachers, FLAGS.config, config_hint=FLAGS["config"].config_filename)
 
 if __name__ == "__main__":
     app.run(main)

@@ -142,47 +142,42 @@ def _reference_loss(model, params, real, images, ipc, metric):
     return total
 
 
-def test_dc_step_equals_independent_computation_rolled_and_unrolled():
+def test_dc_step_equals_independent_computation():
     """Two rounds of DC (image SGD with momentum, one epoch of network SGD on the synthetic set in between) against
-    the paper's loss written with Python loops; fully unrolled loops (classes, rounds, network steps) and rolled
-    loops give the same numbers."""
+    the paper's loss written with Python loops. This step unrolls the class and network-step loops; the other
+    step tests run the default rolled loops (``unroll`` only changes ``lax.scan``'s unroll argument)."""
     import optax
 
     pool, model = _pool(), _model()
     common = dict(ipc=2, outer_loop=2, inner_loop=1, batch_real=8, lr_img=0.5, momentum=0.5, lr_net=0.5)
-    unrolled = gm.make(_config(unroll="classes_rounds_net", **common), model, K, SHAPE)
-    rolled = gm.make(_config(unroll="none", **common), model, K, SHAPE)
-    state = _state(unrolled, pool)
-    new_state, metrics = jax.jit(unrolled.step)(state, pool)
-    new_rolled, metrics_rolled = jax.jit(rolled.step)(state, pool)
+    algo = gm.make(_config(unroll="classes_net", **common), model, K, SHAPE)
+    state = _state(algo, pool)
+    new_state, metrics = jax.jit(algo.step)(state, pool)
     # independent: per-class loss by hand, optax.sgd's momentum trace (v = g + 0.5 v), and the network step on
     # the whole synthetic set (6 images < batch 256: one full batch per epoch, so the shuffle does not matter)
     _, k_net, _, k_rounds = jax.random.split(state.rng, 4)
-    params = models.init_model(model, k_net, SHAPE)["params"]
-    params0 = params
-    x, v, losses_ref = state.synthetic.images, 0.0, []
-    x_frozen = None
+    params = params0 = models.init_model(model, k_net, SHAPE)["params"]
+    # one jitted reference program for all three uses (eager op-by-op dispatch compiles far more)
+    ref = jax.jit(jax.value_and_grad(lambda y, p, real: _reference_loss(model, p, real, y, 2, "layerwise_cos")))
     labels = jnp.repeat(jnp.arange(K), 2)
+    net_grad = jax.jit(jax.grad(lambda p, y: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        model.apply({"params": p}, y), labels))))
+    x, v, losses_ref, x_frozen = state.synthetic.images, 0.0, [], None
     for r in range(2):
         k_real = jax.random.split(jax.random.fold_in(k_rounds, r), 5)[0]
         real = algorithms.sample_per_class(k_real, pool, 8)
-        loss, g = jax.value_and_grad(lambda y: _reference_loss(model, params, real, y, 2, "layerwise_cos"))(x)
+        loss, g = ref(x, params, real)
         if r == 1:  # what round 2 would give had the network not trained
-            g0 = jax.grad(lambda y: _reference_loss(model, params0, real, y, 2, "layerwise_cos"))(x)
-            x_frozen = x - 0.5 * (g0 + 0.5 * v)
+            x_frozen = x - 0.5 * (ref(x, params0, real)[1] + 0.5 * v)
         v = g + 0.5 * v
         x = x - 0.5 * v
         losses_ref.append(loss)
         if r == 0:
-            ce = lambda p: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(  # noqa: E731
-                model.apply({"params": p}, x), labels))
-            params = jax.tree.map(lambda p, d: p - 0.5 * d, params, jax.grad(ce)(params))
+            params = jax.tree.map(lambda p, d: p - 0.5 * d, params, net_grad(params, x))
     np.testing.assert_allclose(metrics["loss"], np.mean(losses_ref) / K, rtol=1e-4)
     np.testing.assert_allclose(new_state.synthetic.images, x, rtol=1e-4, atol=1e-5)
     assert np.max(np.abs(np.asarray(x) - np.asarray(x_frozen))) > 1e-3  # the network update matters here
     assert int(new_state.step) == 1
-    np.testing.assert_allclose(new_rolled.synthetic.images, new_state.synthetic.images, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(metrics_rolled["loss"], metrics["loss"], rtol=1e-5)
 
 
 def test_unroll_choices_resolve_and_bad_ones_are_one_line():
