@@ -13,7 +13,6 @@ from ml_collections import config_flags
 from launch import cli
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a ddjax config file for mtt or satm.", lock_config=True)
 
 TRAJECTORY_ALGORITHMS = ("mtt", "satm")
 
@@ -43,4 +42,7 @@ def main(argv):
     cli.run_or_exit(make_experts, FLAGS.config)
 
 if __name__ == "__main__":
+    # Defined here, not at import: tests and users import make_* from several launch modules at once, and absl
+    # refuses a flag defined twice.
+    config_flags.DEFINE_config_file("config", None, "Path to a ddjax config file for mtt or satm.", lock_config=True)
     app.run(main)
