@@ -20,6 +20,7 @@ import time
 from typing import Any, TextIO
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -74,7 +75,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
 
     k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 3)  # k_eval: evals + baseline
     synthetic = algorithms.init_synthetic(k_init, real, config.ipc, config.init)
-    state = replicate(algo.init(k_state, synthetic), mesh)
+    # Every leaf gets its own buffer: the jitted step donates the state, and XLA refuses a buffer donated twice
+    # (an init that stores the same array in two places, e.g. images and their EMA, would otherwise fail).
+    state = replicate(jax.tree.map(jnp.copy, algo.init(k_state, synthetic)), mesh)
     record_config(workdir, config_dict)
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)

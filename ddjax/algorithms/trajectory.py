@@ -194,7 +194,7 @@ def make_with(hp: ml_collections.ConfigDict, name: str, config: ml_collections.C
         synthetic = synthetic.replace(extras={**synthetic.extras, "lr": lr})
         extras = {}
         if hp.ema_decay:
-            extras["ema_images"] = synthetic.images
+            extras["ema_images"] = jnp.copy(synthetic.images)  # its own buffer: the launcher donates the state
         if perturber is not None:
             extras["sam"] = perturber.init(synthetic.images)
         return DistillState(step=jnp.zeros((), jnp.int32), rng=key, synthetic=synthetic,
