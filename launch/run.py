@@ -34,8 +34,7 @@ from launch.config import config_to_dict, validate_config
 
 def build_eval_model(config: ml_collections.ConfigDict, num_classes: int):
     """The network trained on the synthetic set (the distillation model, as in the reference 'SS' eval mode)."""
-    m = config.model
-    return models.build_model(m.name, num_classes, width=m.width, depth=m.depth, norm=m.norm, pooling=m.pooling)
+    return models.build_from_config(config.model, num_classes)
 
 
 def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, images, labels,

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-from ddjax.algorithms import dm, trajectory
-from ddjax.algorithms import iid, m3d
-from ddjax.algorithms import dream, gradient_matching, idc
+from ddjax.algorithms import dm, dream, gradient_matching, idc, iid, m3d, trajectory
 from ddjax.algorithms.base import (Algorithm, DistillState, INIT_NAMES, RealPool, SyntheticSet, init_synthetic,
                                    make_real_pool, sample_per_class)
 from ddjax.errors import check_choice
-
 
 
 class Entry(NamedTuple):
@@ -49,15 +46,20 @@ REGISTRY: dict[str, Entry] = {
 ALGORITHM_NAMES = tuple(REGISTRY)
 
 
+def _entry(name: str) -> Entry:
+    """The registry entry of ``name``; ConfigError listing the choices if unknown."""
+    return REGISTRY[check_choice("algorithm", name, ALGORITHM_NAMES)]
+
+
 def get_algorithm(config, model, num_classes: int, image_shape: tuple[int, int, int], mesh=None) -> Algorithm:
     """The ``(init, step)`` pair named by ``config.algorithm``; ConfigError listing choices if unknown."""
-    entry = REGISTRY[check_choice("algorithm", config.algorithm, ALGORITHM_NAMES)]
+    entry = _entry(config.algorithm)
     return entry.make(config, model, num_classes, image_shape, mesh=mesh)
 
 
 def prepare_data(config, dataset, real: RealPool, mesh=None, stream=None) -> Any:
     """The pytree ``step`` takes as its second argument for ``config.algorithm`` (the ``RealPool`` by default)."""
-    entry = REGISTRY[check_choice("algorithm", config.algorithm, ALGORITHM_NAMES)]
+    entry = _entry(config.algorithm)
     if entry.prepare is None:
         return real
     return entry.prepare(config, dataset, real, mesh, stream)
@@ -65,7 +67,7 @@ def prepare_data(config, dataset, real: RealPool, mesh=None, stream=None) -> Any
 
 def eval_view(state: DistillState, config) -> dict:
     """``{"images", "labels"[, "lr"]}``: the set the launcher evaluates for ``config.algorithm``."""
-    entry = REGISTRY[check_choice("algorithm", config.algorithm, ALGORITHM_NAMES)]
+    entry = _entry(config.algorithm)
     if entry.eval_view is None:
         return {"images": state.synthetic.images, "labels": state.synthetic.labels}
     return entry.eval_view(state, config)
@@ -73,8 +75,8 @@ def eval_view(state: DistillState, config) -> dict:
 
 def default_config(name: str):
     """Default hyper-parameters of algorithm ``name`` (the ``config.<name>`` section)."""
-    return REGISTRY[check_choice("algorithm", name, ALGORITHM_NAMES)].default_config()
+    return _entry(name).default_config()
 
 
-__all__ = ["Entry", "REGISTRY", "prepare_data", "eval_view", "Algorithm", "DistillState", "RealPool", "SyntheticSet", "INIT_NAMES", "ALGORITHM_NAMES",
-           "get_algorithm", "default_config", "init_synthetic", "make_real_pool", "sample_per_class"]
+__all__ = ["Entry", "REGISTRY", "prepare_data", "eval_view", "Algorithm", "DistillState", "RealPool", "SyntheticSet",
+           "INIT_NAMES", "ALGORITHM_NAMES", "get_algorithm", "default_config", "init_synthetic", "make_real_pool", "sample_per_class"]

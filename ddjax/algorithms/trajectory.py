@@ -133,11 +133,8 @@ def validate(hp: ml_collections.ConfigDict, num_images: int, name: str) -> None:
 
 
 def _sq_dist(a: Any, b: Any) -> jax.Array:
-    return sum(jnp.sum(jnp.square(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _vdot(a: Any, b: Any) -> jax.Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    """‖a − b‖² over all leaves of two parameter pytrees."""
+    return optax.tree.norm(optax.tree.sub(a, b), squared=True)
 
 
 def smoothing_noise(key: jax.Array, images: jax.Array, gamma: float) -> jax.Array:
@@ -269,7 +266,7 @@ def make_with(hp: ml_collections.ConfigDict, name: str, config: ml_collections.C
 def _first_order_lr_grad(res: inner.InnerResult, theta_target: Any, denom: jax.Array) -> jax.Array:
     """SATM eq. 12: ∂𝓛/∂α ≈ (∂𝓛/∂θ_N) · (−Σ_i ∇L_CE(θ_i)), ∂𝓛/∂θ_N = 2(θ_N − θ*)/δ."""
     d_theta = jax.tree.map(lambda a, b: 2.0 * (a - b) / denom, res.params, theta_target)
-    return jax.lax.stop_gradient(-_vdot(d_theta, res.grad_sum))
+    return jax.lax.stop_gradient(-optax.tree.vdot(d_theta, res.grad_sum))
 
 
 def make_mtt(config, model, num_classes, image_shape, mesh=None) -> Algorithm:
@@ -299,9 +296,7 @@ def make_expert_buffer(config: ml_collections.ConfigDict, dataset: Any, hp: ml_c
                        ) -> experts.ExpertBuffer:
     """Train the expert trajectories ``expert_spec`` describes (one jitted program)."""
     spec = expert_spec(config, dataset, hp)
-    m = config.model
-    model = models.build_model(m.name, dataset.num_classes, width=m.width, depth=m.depth, norm=m.norm,
-                               pooling=m.pooling)
+    model = models.build_from_config(config.model, dataset.num_classes)
     sharp = spec["sharpness"]
     return experts.train_experts(
         jax.random.PRNGKey(spec["seed"]), model, dataset.train_images, dataset.train_labels,
@@ -343,9 +338,7 @@ def _prepare(name: str):
     def prepare(config, dataset, real, mesh, stream) -> experts.ExpertBuffer:
         hp = config[name]
         buffer, path = load_or_make_experts(config, dataset, hp, stream)
-        m = config.model
-        model = models.build_model(m.name, dataset.num_classes, width=m.width, depth=m.depth, norm=m.norm,
-                                   pooling=m.pooling)
+        model = models.build_from_config(config.model, dataset.num_classes)
         check_buffer(buffer, model, dataset.image_shape, where=f"the expert buffer at {path}")
         experts.check_segment(buffer.num_snapshots, hp.max_start_epoch, hp.expert_epochs, hp.min_start_epoch)
         return buffer

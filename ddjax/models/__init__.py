@@ -23,7 +23,7 @@ from ddjax.models.resnet import ResNet18
 
 MODEL_NAMES = ("convnet", "resnet18")
 
-__all__ = ["ACTIVATION_NAMES", "MODEL_NAMES", "NORM_NAMES", "OUTPUT_NAMES", "POOLING_NAMES", "ConvNet", "ResNet18",
+__all__ = ["build_from_config", "ACTIVATION_NAMES", "MODEL_NAMES", "NORM_NAMES", "OUTPUT_NAMES", "POOLING_NAMES", "ConvNet", "ResNet18",
            "apply_model", "build_model", "count_params", "init_model"]
 
 
@@ -45,6 +45,13 @@ def build_model(name: str, num_classes: int, *, width: int | None = None, depth:
                        norm="instance" if norm is None else norm, pooling=pooling, activation=activation)
     return ResNet18(num_classes, width=64 if width is None else width, norm="batch" if norm is None else norm,
                     activation=activation)
+
+
+def build_from_config(model_config: Any, num_classes: int) -> nn.Module:
+    """:func:`build_model` from a config's ``model`` section (fields ``name, width, depth, norm, pooling``): the
+    distillation/evaluation network the launcher, expert training and buffer checks must all agree on."""
+    m = model_config
+    return build_model(m.name, num_classes, width=m.width, depth=m.depth, norm=m.norm, pooling=m.pooling)
 
 
 def _check_image_shape(image_shape: Any) -> tuple[int, int, int]:
