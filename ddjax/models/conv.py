@@ -24,6 +24,8 @@ import jax.numpy as jnp
 from jax import lax
 
 _DN = ("NHWC", "HWIO", "NHWC")
+#: At most this many stacked input channels (kw·C_in) take the three-product path of :func:`kernel_gradient`.
+_STACK_CHANNELS = 48
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any, lhs_dilation=None,
@@ -65,9 +67,26 @@ def _conv_bwd(padding, residuals, g):
     x, k = residuals
     _, x_vjp = jax.vjp(lambda x_: _stock(padding, x_, k), x)
     (dx,) = x_vjp(g)
-    dk = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)), (1, 1), padding,
-                                  dimension_numbers=_DN)
-    return dx, jnp.transpose(dk, (1, 2, 0, 3))
+    return dx, kernel_gradient(padding, x, g, k.shape[:2])
+
+
+def kernel_gradient(padding: tuple[tuple[int, int], tuple[int, int]], x: jax.Array, g: jax.Array,
+                    kernel_size: tuple[int, int]) -> jax.Array:
+    """``∂L/∂k`` of a stride-1 NHWC/HWIO convolution as shifted matrix products (module doc):
+    ``dk[a, b] = X_ab^T G`` with ``X_ab`` the input window shifted by ``(a, b)`` and ``G`` the output gradient,
+    both flattened to ``(N·H'·W', ·)``. Few input channels (the first layer): the ``kw`` horizontal shifts are
+    stacked along channels first, so each product has ``kw·C_in`` rows instead of ``C_in``."""
+    kh, kw = kernel_size
+    n, h, w, c_out = g.shape
+    c_in = x.shape[-1]
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    g2 = g.reshape(n * h * w, c_out)
+    if c_in * kw <= _STACK_CHANNELS:
+        wide = jnp.concatenate([xp[:, :, b:b + w, :] for b in range(kw)], axis=-1)  # (n, H+pad, w, kw·c_in)
+        rows = [wide[:, a:a + h].reshape(n * h * w, kw * c_in).T @ g2 for a in range(kh)]
+    else:
+        rows = [xp[:, a:a + h, b:b + w, :].reshape(n * h * w, c_in).T @ g2 for a in range(kh) for b in range(kw)]
+    return jnp.stack(rows).reshape(kh, kw, c_in, c_out)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

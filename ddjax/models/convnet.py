@@ -47,17 +47,37 @@ def torch_bias_init(fan_in: int) -> Callable[..., jax.Array]:
     return init
 
 
+class InstanceNorm(nn.Module):
+    """Instance norm of an NHWC map with a per-channel affine: :math:`y = \\frac{x - \\mu_{n,c}}{\\sqrt{\\sigma^2_{n,c}
+    + \\epsilon}}\\,\\gamma_c + \\beta_c`, mean and (biased, two-pass) variance over ``(H, W)``; the reference's
+    ``nn.GroupNorm(C, C)``. Same result and parameters (``scale``, ``bias``) as flax's
+    ``GroupNorm(group_size=1, use_fast_variance=False)``, written directly because XLA:CPU ran flax's grouped
+    reshape 2.2x slower forward and 2.8x slower backward (256x32x32x128: 0.168 vs 0.078 s, 0.512 vs 0.184 s;
+    2026-11-30, 2 cores), and this norm sits on the largest maps of every ConvNet."""
+    epsilon: float = NORM_EPS
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        mean = jnp.mean(x, axis=(-3, -2), keepdims=True)
+        centred = x - mean
+        var = jnp.mean(jnp.square(centred), axis=(-3, -2), keepdims=True)
+        return centred * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
 def make_norm(norm: str, train: bool, name: str) -> Callable[[jax.Array], jax.Array]:
     """The reference norm layer for an NHWC map, as a callable (identity for ``"none"``).
 
-    ``instance``: GroupNorm with one group per channel (reference ``nn.GroupNorm(C, C)``); ``batch``: BatchNorm,
+    ``instance``: :class:`InstanceNorm` (reference ``nn.GroupNorm(C, C)``); ``batch``: BatchNorm,
     batch statistics when ``train`` else running averages, PyTorch momentum 0.1 (flax ``momentum=0.9``; flax
     tracks the biased batch variance where PyTorch tracks the unbiased one); ``layer``: LayerNorm over
     ``(H, W, C)`` per sample with an elementwise affine of shape ``(H, W, C)`` (reference ``LayerNorm([C, H, W])``);
     ``group``: GroupNorm with 4 groups. All affine, eps 1e-5, two-pass variance.
     """
     if norm == "instance":
-        return nn.GroupNorm(num_groups=None, group_size=1, epsilon=NORM_EPS, use_fast_variance=False, name=name)
+        return InstanceNorm(epsilon=NORM_EPS, name=name)
     if norm == "batch":
         return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=NORM_EPS,
                             use_fast_variance=False, name=name)
