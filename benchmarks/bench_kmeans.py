@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from common import xla_analysis
 
 from ddjax import cluster, data
 
@@ -72,16 +73,13 @@ def main(argv):
                        random_state=r).fit(f) for f in feats]
         theirs.append(time.perf_counter() - t)
         sk_inertia.append(float(np.mean([f.inertia_ for f in fits])))
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    mem = compiled.memory_analysis()
+    analysis = xla_analysis(compiled)
     record = {"benchmark": "kmeans", "features": FLAGS.features, "classes": FLAGS.classes, "n": int(feats.shape[1]),
               "d": int(feats.shape[2]), "k": FLAGS.k, "max_iter": FLAGS.max_iter,
               "median_s": round(statistics.median(ours), 4), "sklearn_median_s": round(statistics.median(theirs), 4),
               "speedup_vs_sklearn": round(statistics.median(theirs) / statistics.median(ours), 2),
               "inertia": round(statistics.mean(inertia), 3), "sklearn_inertia": round(statistics.mean(sk_inertia), 3),
-              "compile_s": round(compile_s, 2), "flops": float(cost.get("flops", float("nan"))) if cost else None,
-              "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else None,
+              "compile_s": round(compile_s, 2), "flops": analysis["flops"], "temp_bytes": analysis["temp_bytes"],
               "repeats": FLAGS.repeats, "jax": jax.__version__, "backend": jax.default_backend(),
               "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(record))
