@@ -1,4 +1,5 @@
-"""Every shipped config loads, passes validation and builds its algorithm (no data loaded, nothing compiled)."""
+"""Every shipped config loads, passes validation and builds its algorithm, on one device and on the 8 simulated
+devices of the test-suite (batch sizes must split over the mesh); no data loaded, nothing compiled."""
 import glob
 import importlib.util
 import os
@@ -6,6 +7,7 @@ import os
 import pytest
 
 from ddjax import algorithms, models
+from ddjax.sharding import make_mesh
 from launch.config import validate_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,5 +38,6 @@ def test_config_validates_and_builds(path):
         validate_config(config)
         m = config.model
         model = models.build_model(m.name, 10, width=m.width, depth=m.depth, norm=m.norm, pooling=m.pooling)
-        algo = algorithms.get_algorithm(config, model, 10, SHAPES[config.data.name])
-        assert callable(algo.init) and callable(algo.step)
+        for mesh in (None, make_mesh()):
+            algo = algorithms.get_algorithm(config, model, 10, SHAPES[config.data.name], mesh=mesh)
+            assert callable(algo.init) and callable(algo.step)
