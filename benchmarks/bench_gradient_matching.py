@@ -87,6 +87,8 @@ def _time(spec: gm.MatchingSpec, real, count_flops: bool = True) -> dict:
                                    K, SHAPE)
         out["flops_step"] = xla_analysis(jax.jit(counted.step).lower(state, real).compile())["flops"]
     return out
+
+
 def main(argv):
     del argv
     rng = np.random.default_rng(0)

@@ -23,10 +23,10 @@ The loss reported is the mean over rounds of :math:`\\mathcal{L}/K` (DC logs ``l
 Every class is one batched program: per-class gradients come from ``vmap`` over the class axis (GPU/TPU) or
 ``lax.map`` (CPU: one class's activations in memory at a time; since the kernel gradient became matrix products,
 :mod:`ddjax.models.conv`, both run at the same speed there: 6.6 vs 6.1 s for DC's real and synthetic gradients at
-B=64, w64, 2026-11-30); ``class_axis`` overrides. Batch-norm networks use the statistics of each forward batch (train mode) and keep
-their running averages fixed within the step; the reference instead freezes statistics from 16 real images per
-class — the default network (instance norm) is unaffected. With a device mesh the real images of every round are
-split over its ``data`` axis (:func:`make_matching`).
+B=64, w64, 2026-11-30); ``class_axis`` overrides. Batch-norm networks use the statistics of each forward batch
+(train mode) and keep their running averages fixed within the step; the reference instead freezes statistics from
+16 real images per class — the default network (instance norm) is unaffected. With a device mesh the real images
+of every round are split over its ``data`` axis (:func:`make_matching`).
 
 Reference defaults (``DatasetCondensation/main.py``, ``utils.py:get_loops``): 1000 iterations, ``lr_img=0.1``
 (SGD momentum 0.5), ``batch_real=256``, ``lr_net=0.01`` (SGD, no momentum), batch 256 on the synthetic set, metric
