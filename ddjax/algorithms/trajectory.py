@@ -287,7 +287,8 @@ def step(t: Trajectory, state: DistillState, buffer: experts.ExpertBuffer) -> tu
     g_lr = t.lr_gradient(res, theta_target, denom, g_lr)
     learned, opt_state = apply_gradients(t.tx, {"images": g_img, "lr": g_lr}, state.opt_state,
                                          {"images": images, "lr": lr})
-    synthetic = state.synthetic.replace(images=learned["images"], extras={**state.synthetic.extras, "lr": learned["lr"]})
+    synthetic = state.synthetic.replace(images=learned["images"],
+                                        extras={**state.synthetic.extras, "lr": learned["lr"]})
     extras = TrajectoryExtras(ema_images=t.ema(state.extras.ema_images, learned["images"]), sam=sam_state)
     new_state = state.replace(step=state.step + 1, rng=rng, synthetic=synthetic, opt_state=opt_state, extras=extras)
     metrics = dict(start_epoch=start_epoch.astype(jnp.float32), loss=loss, grad_norm=optax.tree.norm(g_img),
