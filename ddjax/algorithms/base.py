@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ddjax import augment
 from ddjax.errors import ConfigError, check_choice
 
 INIT_NAMES = ("real", "noise")
@@ -76,6 +77,24 @@ def apply_gradients(tx: optax.GradientTransformation, grads: Any, opt_state: Any
     """
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
+
+
+class Term(NamedTuple):
+    """One weighted loss term, ``(name, weight, fn)``: the loss is ``Σ weight · fn(...)`` over a tuple of terms and
+    the metrics report every term by ``name``. A term that is off is left out of the tuple. What ``fn`` takes is
+    the family's: :class:`~ddjax.algorithms.distribution_family.TermInputs` for distribution matching, the per-class
+    real and synthetic :class:`~ddjax.algorithms.gradient_matching.ClassStats` for gradient matching."""
+    name: str
+    weight: float
+    fn: Callable[..., Any]
+
+
+def siamese_dsa(keys: jax.Array, images: jax.Array, strategy: str, mode: str = "S") -> jax.Array:
+    """Siamese DSA of class-major images ``(K, n, H, W, C)``: one transform per class (``keys[c]``), the same for
+    that class's real and synthetic images (Zhao & Bilen, ICML'21). Identity when ``strategy`` has no op."""
+    if not augment.parse_strategy(strategy):
+        return images
+    return jax.vmap(lambda k, x: augment.dsa(k, x, strategy, per_sample=False, mode=mode))(keys, images)
 
 
 def make_real_pool(images: np.ndarray, labels: np.ndarray, num_classes: int) -> RealPool:

@@ -33,15 +33,15 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from ddjax import augment, losses, models, teachers
-from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet, apply_gradients
+from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet, Term, apply_gradients, siamese_dsa
 from ddjax.algorithms.samplers import RealSampler, random_real
 from ddjax.errors import ConfigError, check_choice
 from ddjax.sharding import batch_splitter, check_divisible
 
-__all__ = ["BASE_NAMES", "BANDWIDTH_NAMES", "COV_BLOCKS", "Family", "Features", "Term", "TermInputs", "base_term",
+__all__ = ["BASE_NAMES", "BANDWIDTH_NAMES", "COV_BLOCKS", "Family", "Features", "TermInputs", "base_term",
            "centralization_term", "check_common", "covariance_term", "distribution_matching", "embed_fn",
            "embedding_and_maps", "embeddings", "family_init", "family_step", "kernel_loss", "mean_embedding_term",
-           "mmd_term", "siamese_dsa", "weighted_sum"]
+           "mmd_term", "weighted_sum"]
 
 BASE_NAMES = ("dm", "m3d")
 BANDWIDTH_NAMES = ("median", "fixed")
@@ -108,16 +108,9 @@ class TermInputs(NamedTuple):
     key: jax.Array
 
 
-class Term(NamedTuple):
-    """One weighted loss term: ``fn(inputs) -> value`` (summed over classes), or ``(value, extra metrics)``. A term
-    that is off is left out of the tuple."""
-    name: str
-    weight: float
-    fn: Callable[[TermInputs], Any]
-
-
-def weighted_sum(terms: tuple[Term, ...], inputs: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """``Σ weight · fn(inputs)`` and ``{name: value}`` (plus any extra metrics a term returns)."""
+def weighted_sum(terms: tuple[Term, ...], inputs: TermInputs) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``Σ weight · fn(inputs)`` and ``{name: value}``; a term's ``fn`` returns its value summed over classes, or
+    ``(value, extra metrics)``."""
     total, metrics = 0.0, {}
     for name, weight, fn in terms:
         value = fn(inputs)
@@ -236,11 +229,6 @@ def family_init(f: Family, key: jax.Array, synthetic: SyntheticSet) -> DistillSt
                         opt_state=f.tx.init(synthetic.images), extras=f.sampler.init(f.num_classes, f.image_shape))
 
 
-def siamese_dsa(strategy: str, keys: jax.Array, images: jax.Array) -> jax.Array:
-    """One DSA transform per class (``keys[c]``), the same for that class's real and synthetic images."""
-    return jax.vmap(lambda k, x: augment.dsa(k, x, strategy, per_sample=False))(keys, images)
-
-
 def family_step(f: Family, state: DistillState, data: Any) -> tuple[DistillState, dict[str, jax.Array]]:
     """One step: fresh network, real batch, ``Σ weight · term`` on the augmented sets, one SGD step on the images."""
     rng, k_net, k_real, k_aug = jax.random.split(state.rng, 4)
@@ -248,10 +236,10 @@ def family_step(f: Family, state: DistillState, data: Any) -> tuple[DistillState
     aug_keys = jax.random.split(k_aug, f.num_classes)
     real_batch, sampler_carry = f.sampler.sample(k_real, state.extras, state.step,
                                                  lambda x: f.features(variables, x).embed, f.real_pool(data))
-    real = jax.lax.stop_gradient(f.features(variables, siamese_dsa(f.strategy, aug_keys, f.split(real_batch))))
+    real = jax.lax.stop_gradient(f.features(variables, siamese_dsa(aug_keys, f.split(real_batch), f.strategy)))
 
     def loss_fn(images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        syn_images = siamese_dsa(f.strategy, aug_keys, images.reshape((f.num_classes, f.ipc) + images.shape[1:]))
+        syn_images = siamese_dsa(aug_keys, images.reshape((f.num_classes, f.ipc) + images.shape[1:]), f.strategy)
         return weighted_sum(f.terms, TermInputs(real, f.features(variables, syn_images), syn_images, data, state.rng))
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.synthetic.images)

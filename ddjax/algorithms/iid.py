@@ -37,8 +37,9 @@ from jax.sharding import Mesh
 
 from ddjax import teachers
 from ddjax.algorithms.base import Algorithm, RealPool
-from ddjax.algorithms.distribution_family import (BASE_NAMES, COV_BLOCKS, base_term, centralization_term, covariance_term,
-                                                  distribution_matching, embedding_and_maps, embeddings)
+from ddjax.algorithms.distribution_family import (BASE_NAMES, COV_BLOCKS, base_term, centralization_term,
+                                                  covariance_term, distribution_matching, embedding_and_maps,
+                                                  embeddings)
 from ddjax.errors import ConfigError, check_choice
 from ddjax.losses import CENTRALIZATION_FORMS
 
