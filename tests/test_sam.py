@@ -144,3 +144,42 @@ def test_documented_image_ema_recipe():
     new, ema, decay = _tree(30), _tree(31), 0.9
     _close(optax.incremental_update(new, ema, step_size=1 - decay), decay * _flat(ema) + (1 - decay) * _flat(new),
            rtol=1e-5, atol=1e-6)
+
+
+def test_value_and_grad_is_the_gradient_at_the_perturbed_point():
+    """``sam.value_and_grad`` on f(x, a) = a·Σx² + Σc·x (+ Σrestart on the second call) against float64 numpy:
+    SAM's ε from the (noise-smoothed) gradient, ∇ₓf at x + ε, a's gradient and the loss from the first call, the
+    first call's aux handed to the second, and GSAM's descent."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, 3, 1)).astype(np.float32)
+    c = rng.normal(size=x.shape).astype(np.float32)
+    a, rho, gamma, alpha = np.float32(0.7), 0.3, 0.05, 0.2
+
+    def f(x, a, restart=None):
+        loss = a * jnp.sum(x ** 2) + jnp.sum(c * x)
+        return (loss if restart is None else loss + jnp.sum(restart)), x
+
+    key = jax.random.PRNGKey(4)
+    noisy = np.asarray(x + sam.smoothing_noise(key, jnp.asarray(x), gamma), np.float64)
+    norms = np.sqrt(np.sum(np.asarray(x, np.float64) ** 2, axis=(1, 2, 3)))
+    assert np.all(np.abs(noisy - x).reshape(2, -1).std(1) < 3 * gamma * norms)  # the noise's scale: γ‖x_j‖
+    x64, c64, a64 = np.asarray(x, np.float64), np.asarray(c, np.float64), float(a)
+    g1 = 2 * a64 * noisy + c64
+    eps = rho * g1 / np.linalg.norm(g1)
+    g_sam = 2 * a64 * (x64 + eps) + c64
+    for gsam_alpha in (None, alpha):
+        grad_fn = jax.jit(sam.value_and_grad(f, sam.perturbation(rho), noise_gamma=gamma, gsam_alpha=gsam_alpha))
+        (loss, aux), (gx, ga), state, info = grad_fn(optax.EmptyState(), key, jnp.asarray(x), jnp.asarray(a))
+        np.testing.assert_allclose(loss, a64 * np.sum(noisy ** 2) + np.sum(c64 * noisy), rtol=1e-5)
+        np.testing.assert_allclose(aux, noisy, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ga, np.sum(noisy ** 2), rtol=1e-5)
+        np.testing.assert_allclose(info["eps_norm"], rho, rtol=1e-5)
+        xe = x64 + eps
+        np.testing.assert_allclose(info["loss_perturbed"], a64 * np.sum(xe ** 2) + np.sum(c64 * xe) + np.sum(noisy),
+                                   rtol=1e-5)
+        want = g_sam
+        if gsam_alpha is not None:
+            g_perp = g1 - np.sum(g1 * g_sam) / np.sum(g_sam ** 2) * g_sam
+            want = g_sam - alpha * g_perp
+        np.testing.assert_allclose(gx, want, rtol=1e-4, atol=1e-5)
+        assert state == optax.EmptyState()
