@@ -92,7 +92,7 @@ __all__ = ["CPU_UNROLL", "ClassStats", "DC_LOOPS", "Loops", "Matching", "Matchin
            "dsa_default_config", "dsa_strategy", "feature_distance", "feature_term", "gradient_term", "keep_given",
            "kmeans_init", "loops", "make", "make_dsa", "matching", "matching_init", "matching_round", "matching_step",
            "mix_real", "multi_formation", "network_sgd", "no_network_update", "plain", "real_data_sgd",
-           "resolve_unroll", "round_images", "siamese", "spec_from_dc_config", "stored_images", "synthetic_sgd",
+           "resolve_unroll", "round_images", "spec_from_dc_config", "stored_images", "synthetic_sgd",
            "to_stored", "with_stored"]
 
 
@@ -601,17 +601,12 @@ def dc_parts(spec: MatchingSpec) -> MatchingParts:
     spec.validate()
     return MatchingParts(
         rounds=spec.rounds, sampler=random_real(spec.batch_real), images=plain(spec.ipc), initial=keep_given,
-        augment=functools.partial(siamese, spec.match_strategy, spec.match_mode),
+        augment=functools.partial(siamese_dsa, strategy=spec.match_strategy, mode=spec.match_mode),
         terms=(gradient_term(spec.metric, spec.layers, spec.grad_weight),),
         net_update=synthetic_sgd(spec.net_epochs, spec.net_batch, network_sgd(spec.net_lr, spec.net_momentum,
                                                                               spec.net_weight_decay),
                                  strategy=spec.net_strategy, mode=spec.net_mode, cutmix=spec.net_cutmix),
         tx=optax.sgd(spec.lr_img, momentum=spec.momentum or None), loops=loops(spec.class_axis, spec.unroll))
-
-
-def siamese(strategy: str, mode: str, keys: jax.Array, images: jax.Array) -> jax.Array:
-    """:func:`~ddjax.algorithms.base.siamese_dsa` with the strategy first (for ``functools.partial``)."""
-    return siamese_dsa(keys, images, strategy, mode)
 
 
 def _optional(value):

@@ -34,7 +34,7 @@ import optax
 
 from ddjax import augment
 from ddjax.algorithms import gradient_matching as gm
-from ddjax.algorithms.base import Algorithm
+from ddjax.algorithms.base import Algorithm, siamese_dsa
 from ddjax.algorithms.gradient_matching import MatchingSpec
 from ddjax.algorithms.samplers import random_real
 from ddjax.errors import check_choice
@@ -86,7 +86,7 @@ def idc_parts(spec: MatchingSpec, mesh: Mesh | None = None) -> gm.MatchingParts:
         rounds=spec.rounds, sampler=random_real(spec.batch_real),
         images=gm.multi_formation(spec.ipc, spec.factor, spec.batch_syn_max),
         initial=gm.mix_real if spec.syn_init == "mix" else gm.keep_given,
-        augment=functools.partial(gm.siamese, spec.match_strategy, spec.match_mode),
+        augment=functools.partial(siamese_dsa, strategy=spec.match_strategy, mode=spec.match_mode),
         terms=(gm.gradient_term(spec.metric, spec.layers, spec.grad_weight),),
         net_update=gm.real_data_sgd(spec.net_samples, spec.net_batch,
                                     gm.network_sgd(spec.net_lr, spec.net_momentum, spec.net_weight_decay),

@@ -215,7 +215,7 @@ def make_with(hp: ml_collections.ConfigDict, name: str, config: ml_collections.C
         perturbation=perturbation, gradient=gradient,
         lr_gradient=_first_order_lr_grad if hp.lr_gradient == "first_order" else _autodiff_lr_grad,
         ema=functools.partial(_ema, hp.ema_decay))
-    return Algorithm(functools.partial(init, setup), functools.partial(step, setup))
+    return Algorithm(functools.partial(trajectory_init, setup), functools.partial(trajectory_step, setup))
 
 
 def _augment(strategy: str, key: jax.Array, x: jax.Array) -> jax.Array:
@@ -237,7 +237,7 @@ def unroll(t: Trajectory, images: jax.Array, lr: jax.Array, labels: jax.Array, t
                                batch_constraint=t.batch_constraint, scan_unroll=t.scan_unroll)
 
 
-def init(t: Trajectory, key: jax.Array, synthetic: SyntheticSet) -> DistillState:
+def trajectory_init(t: Trajectory, key: jax.Array, synthetic: SyntheticSet) -> DistillState:
     """The state: images, the learned α (``synthetic.extras["lr"]``, from ``lr_teacher``), their optimiser state,
     and :class:`TrajectoryExtras`."""
     if synthetic.images.shape != (t.num_images,) + t.image_shape:
@@ -263,7 +263,8 @@ def max_start(hp: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
     return jnp.floor(grown).astype(jnp.int32)
 
 
-def step(t: Trajectory, state: DistillState, buffer: experts.ExpertBuffer) -> tuple[DistillState, dict[str, jax.Array]]:
+def trajectory_step(t: Trajectory, state: DistillState, buffer: experts.ExpertBuffer
+                    ) -> tuple[DistillState, dict[str, jax.Array]]:
     """One outer step (module doc): sample a segment, unroll the student, update images and α."""
     hp = t.hp
     rng, k_seg, k_inner, k_noise = jax.random.split(state.rng, 4)
