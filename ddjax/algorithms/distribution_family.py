@@ -14,8 +14,12 @@ with SGD + momentum on the images (``optax.sgd``), where
 - IID (Deng et al. CVPR'24, eq. 8) adds covariance matching :math:`\mathcal L_{CM}` of ``f``'s local feature maps
   (:func:`ddjax.losses.covariance_matching`) and class centralization :math:`\mathcal L_{CC}` of a pretrained
   teacher's embeddings of the augmented synthetic images (:func:`ddjax.losses.class_centralization`), one teacher
-  drawn per step from the pool the ``prepare`` hook supplies. Plain DM/M3D have both weights at zero and never
-  compute those terms.
+  drawn per step from the pool the ``prepare`` hook supplies.
+
+Each summand is a :class:`~ddjax.algorithms.base.Term` ``(name, weight, fn)`` (:func:`mean_embedding_term`,
+:func:`mmd_term`, :func:`covariance_term`, :func:`centralization_term`) and the step sums a tuple of them
+(:func:`weighted_sum`), reporting each by name; a term that is off is not in the tuple, so plain DM/M3D never compute
+IID's. A member is :func:`distribution_matching` with its terms, features, real-batch sampler and data layout.
 
 All classes are one batched program (real batch ``(K, B, H, W, C)``); with a mesh its ``B`` axis is sharded over
 ``data`` and XLA reduces the per-class statistics across devices.

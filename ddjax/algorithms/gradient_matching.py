@@ -406,7 +406,7 @@ def no_network_update() -> NetUpdate:
 
 
 def network_sgd(lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """The network's optimiser: SGD (momentum) with decoupled-from-nothing, PyTorch-style weight decay."""
+    """The network's optimiser: SGD (momentum) with PyTorch-style weight decay (``wd · θ`` added to the gradient)."""
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum or None))
 
 
