@@ -27,6 +27,7 @@ Not in a staged run: ``eval.every`` (evaluations happen at phase ends) and the r
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -41,7 +42,7 @@ from ddjax import algorithms, continual, evaluate
 from ddjax.errors import CheckpointError
 from ddjax.sharding import make_mesh, replicate
 from launch import outputs
-from launch.checkpoint import Checkpointer, check_workdir, record_config
+from launch.checkpoint import CONFIG_FILE, Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict
 from launch.domains import collection_from_config
 
@@ -119,9 +120,13 @@ class _Phases:
         pixels = self._to_pixels(images)
         outputs.save_npz_atomic(os.path.join(folder, "synthetic.npz"), images=images, pixels=pixels, labels=labels,
                                 **learned)
+        classes = labels if labels.ndim == 1 else labels.argmax(-1)   # soft labels: drawn in their top class
         for name in (f"images/phase_{k}.png", "synthetic.png"):
-            outputs.save_image_grid(os.path.join(self.workdir, name), pixels, labels, self.collection.num_classes,
+            outputs.save_image_grid(os.path.join(self.workdir, name), pixels, classes, self.collection.num_classes,
                                     self.collection.class_names)
+        summary = {name: np.asarray(value) for name, value in algorithms.summarize(state, c).items()}
+        if summary:
+            outputs.save_npz_atomic(os.path.join(folder, "summary.npz"), **summary)
         eval_images, eval_labels = self.eval_set(k)
         lr = view.get("lr") if len(phase.eval_sets) == 1 else None   # one learned lr per set: only for one set
         variables = train_eval_networks(jax.random.fold_in(self.keys[2], end_step), c, self.model, eval_images,
@@ -132,7 +137,8 @@ class _Phases:
         self.writer.write(step=end_step, phase=k, train_domains=[self.collection.domains[t] for t in phase.train],
                           eval_domains=[self.collection.domains[t] for t in phase.evaluate], **{PHASE_RECORD: means},
                           phase_accuracy_std=[float(np.std(a)) for a in per_seed], phase_accuracy_per_seed=per_seed,
-                          eval_set_size=int(len(eval_labels)))
+                          eval_set_size=int(len(eval_labels)),
+                          **{name: float(v) for name, v in summary.items() if v.size == 1})
         self.progress.write(f"phase {k + 1}/{len(self.plan)} (step {end_step}): mean accuracy {np.mean(means):.4f} on "
                             f"{len(means)} domain(s)")
         self.checkpointer.save(end_step, state, {"step": end_step, "seconds": self.elapsed(), "phase": k})
@@ -150,6 +156,19 @@ class _Phases:
         return np.clip(images * std + mean, 0.0, 1.0).astype(np.float32)
 
 
+def _check_steps_per_phase(workdir: str, steps: int) -> None:
+    """Refuse to resume with another ``steps``: in a staged run it is the phase length, so the phase of every
+    checkpointed step would change (a single-dataset run may extend ``steps`` on resume)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f).get("steps")
+    if saved is not None and saved != steps and os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise CheckpointError(f"workdir {workdir} holds a staged run with steps={saved} per phase; resume it with "
+                              f"--config.steps={saved} or choose a new --workdir for steps={steps}")
+
+
 def run_staged(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None = None) -> dict:
     """Distil over the phases of ``config.domains.plan``, evaluate after each, write every output to ``workdir``;
     returns the ``results.json`` dict. ``config`` is already validated by :func:`launch.run.run`."""
@@ -159,6 +178,7 @@ def run_staged(config: ml_collections.ConfigDict, workdir: str, stream: TextIO |
     started = time.perf_counter()
     config_dict = config_to_dict(config)
     check_workdir(workdir, config_dict)
+    _check_steps_per_phase(workdir, config.steps)
     collection = collection_from_config(config)
     plan = continual.make_plan(config.domains.plan, collection.num_domains)
     steps, total = config.steps, config.steps * len(plan)

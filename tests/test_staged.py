@@ -4,42 +4,24 @@ import json
 import os
 import shutil
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ddjax import algorithms, continual
 from ddjax.errors import CheckpointError
-from launch.config import base_config
 from launch.run import run
+from test_launch import tiny_config
 
 STEPS = 2   # per phase; 3 phases -> global steps 1..6, phase ends at 2, 4, 6
 
 
 def stream_config(plan="stream", **overrides):
-    c = base_config("dm")
-    c.ipc = 2
-    c.steps = STEPS
-    c.log_every = 1
-    c.checkpoint_every = 1
-    c.keep_checkpoints = 10
-    c.model.width = 8
-    c.model.depth = 2
-    c.dm.batch_real = 8
-    c.dsa_strategy = "none"   # DM's step with DSA compiles 3x slower; augmentation is not what is tested here
-    c.eval.num_seeds = 2
-    c.eval.epochs = 2
-    c.eval.dsa_strategy = "none"
-    c.domains.source = "rotated"
-    c.domains.num_domains = 3
-    c.domains.angle_step = 30.0
-    c.domains.plan = plan
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        target = c
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return c
+    """test_launch's toy DM config over 3 rotated-digits domains (0°, 30°, 60°), checkpoints every step."""
+    fields = {"steps": STEPS, "checkpoint_every": 1, "keep_checkpoints": 10,
+              "dsa_strategy": "none",   # DM's step with DSA compiles 3x slower; augmentation is not tested here
+              "domains.source": "rotated", "domains.num_domains": 3, "domains.angle_step": 30.0, "domains.plan": plan}
+    return tiny_config(**{**fields, **overrides})
 
 
 def _records(workdir):
@@ -56,9 +38,12 @@ def straight(tmp_path_factory):
         calls.append((phase_index, np.asarray(state.synthetic.images).copy()))
         return state
 
+    def summarize(state, config):
+        return {"image_norm": jnp.linalg.norm(state.synthetic.images), "labels": state.synthetic.labels}
+
     entry = algorithms.REGISTRY["dm"]
     mp = pytest.MonkeyPatch()
-    mp.setitem(algorithms.REGISTRY, "dm", entry._replace(boundary=boundary))
+    mp.setitem(algorithms.REGISTRY, "dm", entry._replace(boundary=boundary, summarize=summarize))
     try:
         workdir = str(tmp_path_factory.mktemp("straight"))
         results = run(stream_config(), workdir)
@@ -98,6 +83,17 @@ def test_boundary_hook_runs_at_every_phase_start_on_the_kept_state(straight):
         previous = np.load(os.path.join(workdir, f"phases/{k - 1}/synthetic.npz"))["images"]
         np.testing.assert_array_equal(calls[k][1], previous)
     assert not np.array_equal(calls[1][1], calls[0][1])   # and that set did move during phase 0
+
+
+def test_summarize_hook_is_kept_per_phase(straight):
+    workdir = straight[0]
+    rows = [r for r in _records(workdir) if "phase_accuracy" in r]
+    for k, row in enumerate(rows):
+        images = np.load(os.path.join(workdir, f"phases/{k}/synthetic.npz"))["images"]
+        summary = np.load(os.path.join(workdir, f"phases/{k}/summary.npz"))
+        assert summary["image_norm"] == pytest.approx(np.linalg.norm(images), rel=1e-5)
+        assert row["image_norm"] == pytest.approx(float(summary["image_norm"]))   # scalars also in the record
+        assert summary["labels"].shape == (20,) and "labels" not in row
 
 
 @pytest.mark.parametrize("interrupted_after", [3, 4])   # mid-phase 1, and the boundary after phase 1
@@ -158,6 +154,13 @@ def test_a_boundary_that_changes_the_state_structure_is_one_line(tmp_path, monke
     with pytest.raises(CheckpointError, match="boundary hook changed the state's structure at phase 0") as info:
         run(stream_config(steps=1), str(tmp_path / "w"))
     assert "\n" not in str(info.value)
+
+
+def test_resuming_with_another_phase_length_is_refused(straight, tmp_path):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(straight[0], workdir)
+    with pytest.raises(CheckpointError, match=f"steps={STEPS} per phase; resume it with --config.steps={STEPS}"):
+        run(stream_config(steps=STEPS + 1), workdir)
 
 
 def test_one_domain_stream_is_refused_before_any_work(tmp_path):
