@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ddjax import algorithms, continual, evaluate
+from ddjax import algorithms, continual, evaluate, models
 from ddjax.errors import CheckpointError
 from ddjax.sharding import make_mesh, replicate
 from launch import outputs
@@ -183,8 +183,9 @@ def run_staged(config: ml_collections.ConfigDict, workdir: str, stream: TextIO |
     plan = continual.make_plan(config.domains.plan, collection.num_domains)
     steps, total = config.steps, config.steps * len(plan)
     mesh = make_mesh()
-    model = build_eval_model(config, collection.num_classes)
-    algo = algorithms.get_algorithm(config, model, collection.num_classes, collection.image_shape, mesh=mesh)
+    model = build_eval_model(config, collection.num_classes)   # trained on the set at every phase end
+    distill_model = models.build_from_config(config.model, collection.num_classes)
+    algo = algorithms.get_algorithm(config, distill_model, collection.num_classes, collection.image_shape, mesh=mesh)
     keys = jax.random.split(jax.random.PRNGKey(config.seed), 3)   # init, state, eval
     record_config(workdir, config_dict)
 
