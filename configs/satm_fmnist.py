@@ -29,6 +29,7 @@ def get_config(ipc: str = "10"):
     s = config.satm
     s.syn_steps, s.expert_epochs, s.max_start_epoch, s.lr_img, s.lr_lr, s.lr_teacher = SETTINGS[ipc]
     s.experts.num_experts = 100
+    s.experts.lr = 0.01  # buffer.py's --lr_teacher; s.lr_teacher above only initialises syn_lr
     s.experts.epochs = 50
     config.make_pretrained = False
     config.eval.every = 500

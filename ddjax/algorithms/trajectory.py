@@ -46,7 +46,8 @@ SAM_VARIANTS = ("none",) + sam.VARIANTS
 def _experts_config() -> ml_collections.ConfigDict:
     """``config.<algo>.experts``: how the expert trajectories are trained (reference ``buffer.py`` values)."""
     return ml_collections.ConfigDict(dict(
-        num_experts=100, epochs=50, batch_size=256, momentum=0.0, weight_decay=0.0,
+        # lr: buffer.py's own --lr_teacher (0.01); the distillation's lr_teacher only initialises syn_lr.
+        num_experts=100, epochs=50, lr=0.01, batch_size=256, momentum=0.0, weight_decay=0.0,
         dsa_strategy=config_dict.placeholder(str),   # None: the run's dsa_strategy
         seed=0,
         sharpness=ml_collections.ConfigDict(dict(variant="none", rho=0.01, alpha=0.4)),  # FTD flat experts: gsam
@@ -118,8 +119,8 @@ def validate(hp: ml_collections.ConfigDict, num_images: int, name: str) -> None:
             raise ConfigError(f"{name}.reuse_at (tau) must satisfy truncate={iota} <= tau < syn_steps={n}, got {tau}")
     if not 0 <= hp.ema_decay < 1:
         raise ConfigError(f"{name}.ema_decay must be in [0, 1), got {hp.ema_decay}")
-    if hp.lr_img <= 0 or hp.lr_teacher <= 0 or hp.lr_lr < 0:
-        raise ConfigError(f"{name}: lr_img and lr_teacher must be > 0 and lr_lr >= 0")
+    if hp.lr_img <= 0 or hp.lr_teacher <= 0 or hp.lr_lr < 0 or hp.experts.lr <= 0:
+        raise ConfigError(f"{name}: lr_img, lr_teacher and experts.lr must be > 0 and lr_lr >= 0")
     batch = hp.batch_syn or num_images
     if not 1 <= batch <= num_images:
         raise ConfigError(f"{name}.batch_syn must be in [1, {num_images}] (num_classes*ipc) or 0 for all, got "
@@ -285,7 +286,7 @@ def expert_spec(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collecti
     return {
         "dataset": dataset.name, "zca": bool(config.data.zca), "zca_regularization": float(config.data.zca_regularization),
         "num_train": int(dataset.train_images.shape[0]), "model": config.model.to_dict(),
-        "num_experts": int(e.num_experts), "epochs": int(e.epochs), "lr": float(hp.lr_teacher),
+        "num_experts": int(e.num_experts), "epochs": int(e.epochs), "lr": float(e.lr),
         "batch_size": int(e.batch_size), "momentum": float(e.momentum), "weight_decay": float(e.weight_decay),
         "dsa_strategy": e.dsa_strategy if e.dsa_strategy is not None else config.dsa_strategy, "seed": int(e.seed),
         "sharpness": e.sharpness.to_dict() if e.sharpness.variant != "none" else None,
