@@ -5,11 +5,11 @@ python -m launch.main --config=configs/dream_fmnist.py:10     # the argument is 
 images, mean absolute error (IDC's 'l1') as the matching distance for (Fashion-)MNIST, 128 representatives per
 class from k-means on the current network's features, re-clustered every 10 rounds, bidirectional (gradient +
 mean-feature) matching, cluster-centre initialisation; IDC's multi-formation (factor 2) and network update on real
-data (500 images, CutMix p 0.5). Evaluation 1,000 epochs with DSA.
+data (500 images, CutMix p 0.5). Evaluation: IDC's protocol, 1,000 epochs (configs/idc_fmnist.py).
 On a CPU add e.g. --config.dream.cluster_pool=512 (cluster a random 512 images of a class instead of all 6,000).
 Paper (Table 1, ConvNet-3): 82.6 / 87.2 / 87.6 for IPC 1 / 10 / 50.
 """
-from launch.config import base_config
+from launch.config import base_config, use_idc_evaluation
 
 
 def get_config(ipc: str = "10"):
@@ -33,6 +33,7 @@ def get_config(ipc: str = "10"):
     d.idc.inner_loop = 100
     d.idc.n_data = 500
     d.idc.mix_p = 0.5
+    use_idc_evaluation(config)  # the protocol of the paper's numbers: IDC's train.py (ddjax.evaluate)
     config.eval.every = 100
     config.eval.num_seeds = 5
     config.eval.epochs = 1000

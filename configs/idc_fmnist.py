@@ -6,10 +6,10 @@ with 500 real images of network training (CutMix p 0.5) after each, batch_real 6
 matching augmentation color_crop_cutout. Iterations: the reference's niter 2,000 (n_iter = niter*100/inner_loop).
 Image learning rate: 0.005, the value the DREAM+ paper states for its IDC-based runs (IDC's reproduce.py uses
 1e-4 x ipc/10 x (28/32)^2 on [0, 1] pixels for Fashion-MNIST; ddjax optimises normalised pixels).
-Evaluation: 1,000 epochs with DSA (IDC also uses CutMix in evaluation; the launcher's trainer does not).
+Evaluation: IDC's protocol (1,000 epochs, batch 64, x0.2 at 2/3 and 5/6, IDC's DiffAug, CutMix p 0.5).
 Paper (DREAM+ Table 1, ConvNet-3): 81.0 / 86.0 / 86.2 for IPC 1 / 10 / 50.
 """
-from launch.config import base_config
+from launch.config import base_config, use_idc_evaluation
 
 
 def get_config(ipc: str = "10"):
@@ -29,6 +29,7 @@ def get_config(ipc: str = "10"):
     i.inner_loop = 100
     i.n_data = 500
     i.mix_p = 0.5
+    use_idc_evaluation(config)  # the protocol of the paper's numbers: IDC's train.py (ddjax.evaluate)
     config.eval.every = 200
     config.eval.num_seeds = 5
     config.eval.epochs = 1000

@@ -59,3 +59,132 @@ def test_syn_lr_starts_at_lr_teacher_whatever_the_expert_lr():
     synthetic = algorithms.SyntheticSet(images=jnp.zeros((10, 8, 8, 1)), labels=jnp.arange(10))
     state = algo.init(jax.random.PRNGKey(0), synthetic)
     assert float(state.synthetic.extras["lr"]) == pytest.approx(0.002)
+
+
+# ------------------------------------------------------------------------------ 3. IDC's evaluation protocol
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 6, 12, 1000])
+def test_idc_schedule_is_multistep_at_two_thirds_and_five_sixths(epochs):
+    """PyTorch MultiStepLR(milestones=[2E//3, 5E//6], gamma=0.2) stepped once per epoch (IDC's train.py): the lr
+    of 0-based epoch e is lr * 0.2^#{m in milestones: e >= m}."""
+    steps_per_epoch, lr = 3, 0.01
+    schedule = evaluate.lr_schedule(lr, epochs, steps_per_epoch, protocol="idc")
+    milestones = [2 * epochs // 3, 5 * epochs // 6]
+    for step in sorted({0, 1, steps_per_epoch * epochs - 1} | {m * steps_per_epoch + d for m in milestones
+                                                                for d in (-1, 0, 1)}):
+        if not 0 <= step < steps_per_epoch * epochs:
+            continue
+        epoch = step // steps_per_epoch
+        expected = lr * 0.2 ** sum(epoch >= m for m in milestones)
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), (epochs, step)
+    dm = evaluate.lr_schedule(lr, 12, steps_per_epoch)  # DM's ×0.1 at E/2 is unchanged
+    assert float(dm(6 * 3 - 1)) == pytest.approx(lr) and float(dm(6 * 3)) == pytest.approx(lr * 0.1)
+
+
+def _rand_bbox(height, width, lam, cy, cx):
+    """IDC's misc/utils.py:rand_bbox with the random centre given (NCHW size[2] = H rows, size[3] = W)."""
+    cut_rat = np.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * cut_rat), int(width * cut_rat)
+    return (np.clip(cy - cut_h // 2, 0, height), np.clip(cy + cut_h // 2, 0, height),
+            np.clip(cx - cut_w // 2, 0, width), np.clip(cx + cut_w // 2, 0, width))
+
+
+def test_cutmix_box_is_idcs_rand_bbox():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = rng.integers(2, 33, size=2)
+        lam, cy, cx = rng.uniform(), rng.integers(h), rng.integers(w)
+        got = augment.cutmix_box(int(h), int(w), jnp.float32(lam), jnp.int32(cy), jnp.int32(cx))
+        assert tuple(int(v) for v in got) == _rand_bbox(h, w, np.float32(lam), cy, cx)
+
+
+def test_cutmix_pastes_a_box_of_the_permuted_batch_and_weights_by_the_kept_area():
+    x = jnp.arange(6 * 8 * 8 * 2, dtype=jnp.float32).reshape(6, 8, 8, 2)  # every pixel distinct
+    applied = 0
+    mix = jax.jit(augment.cutmix, static_argnums=2)
+    for i in range(60):
+        mixed, perm, kept = mix(jax.random.PRNGKey(i), x, 0.5)
+        mixed, perm, kept = np.asarray(mixed), np.asarray(perm), float(kept)
+        assert sorted(perm) == list(range(6))
+        from_perm = np.all(mixed == np.asarray(x)[perm], axis=(0, 3))
+        from_self = np.all(mixed == np.asarray(x), axis=(0, 3))
+        assert np.all(from_perm | from_self)
+        box = from_perm & ~from_self if not np.all(perm == np.arange(6)) else np.zeros((8, 8), bool)
+        rows, cols = np.flatnonzero(box.any(1)), np.flatnonzero(box.any(0))
+        if box.any():  # a rectangle
+            assert box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+            assert kept == pytest.approx(1 - box.sum() / 64)
+            applied += 1
+        elif kept == 1.0:
+            assert np.array_equal(mixed, np.asarray(x))
+    assert 15 <= applied <= 45  # the coin: p = 0.5 per batch (boxes can also come out empty)
+    same, _, kept = augment.cutmix(jax.random.PRNGKey(0), x, 0.0)
+    assert np.array_equal(np.asarray(same), np.asarray(x)) and float(kept) == 1.0
+
+
+def test_idc_augment_is_flip_then_colour_then_one_other_group_without_cutout():
+    """IDC's DiffAug (misc/augment.py): flip and colour on every batch, one of crop/scale/rotate drawn per batch,
+    cutout only when kept; composed by hand from the single-group ops with the documented keys."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
+    strategy = "color_crop_cutout_flip_scale_rotate"
+    chosen = []
+    idc_augment = jax.jit(augment.idc_augment, static_argnums=2, static_argnames="cutout")
+    for i in range(45):
+        key = jax.random.PRNGKey(100 + i)
+        k_flip, k_color, k_one, k_cutout = jax.random.split(key, 4)
+        base = augment.dsa(k_color, augment.dsa(k_flip, x, "flip", per_sample=True), "color", per_sample=True)
+        got = np.asarray(idc_augment(key, x, strategy, cutout=False))
+        matches = [g for g in ("crop", "scale", "rotate")
+                   if np.allclose(got, _one_group(k_one, base, g, ("crop", "scale", "rotate")))]
+        assert len(matches) == 1, i
+        chosen.append(matches[0])
+        with_cutout = idc_augment(key, x, strategy, cutout=True)
+        np.testing.assert_allclose(with_cutout, augment.dsa(k_cutout, got, "cutout", per_sample=True), atol=1e-6)
+    counts = {g: chosen.count(g) for g in ("crop", "scale", "rotate")}
+    assert min(counts.values()) >= 7, counts  # uniform over the three (expected 15 each)
+
+
+def _one_group(key, x, group, groups):
+    """What dsa(..., mode='S') gives if its draw picks ``group``: the group's op with dsa's parameter subkey."""
+    from ddjax.augment.dsa import select_group
+    _, sub = select_group(key, len(groups))
+    return augment.apply_group(sub, x, group, per_sample=True)
+
+
+def test_idc_protocol_trains_differently_and_bad_values_are_one_line_errors():
+    from ddjax import models
+    from ddjax.errors import ConfigError
+    model = models.build_model("convnet", 3, width=4, depth=1, norm="instance", pooling="avg")
+    x = jax.random.normal(jax.random.PRNGKey(0), (12, 8, 8, 1))
+    y = np.arange(12) % 3
+    kw = dict(num_seeds=1, epochs=3, batch_size=4, dsa_strategy="color_crop_cutout_scale_rotate",
+              seed_axis="map")
+    dm = evaluate.train_networks(jax.random.PRNGKey(0), model, x, y, **kw)
+    idc = evaluate.train_networks(jax.random.PRNGKey(0), model, x, y, protocol="idc", cutmix_p=0.5, **kw)
+    assert not np.allclose(jax.tree.leaves(dm)[0], jax.tree.leaves(idc)[0])
+    with pytest.raises(ConfigError, match="protocol"):
+        evaluate.train_networks(jax.random.PRNGKey(0), model, x, y, protocol="dsa", **kw)
+    with pytest.raises(ConfigError, match="cutmix_p"):
+        evaluate.train_networks(jax.random.PRNGKey(0), model, x, y, cutmix_p=1.5, **kw)
+
+
+@pytest.mark.parametrize("name,args", [("idc_fmnist", ("10",)), ("dream_fmnist", ("10",)), ("dream_tiny", ())])
+def test_configs_of_idc_based_paper_numbers_evaluate_with_idcs_protocol(name, args, monkeypatch):
+    from launch import run as run_module
+    config = _config(name, *args)
+    assert (config.eval.protocol, config.eval.batch_size, config.eval.cutmix_p) == ("idc", 64, 0.5)
+    seen = {}
+    monkeypatch.setattr(evaluate, "evaluate_synthetic", lambda *a, **kw: seen.update(kw))
+    dataset = type("D", (), dict(test_images=None, test_labels=None, num_classes=10))()
+    run_module.evaluate_set(jax.random.PRNGKey(0), config, None, np.zeros((1, 8, 8, 1)), np.zeros(1), dataset)
+    assert (seen["protocol"], seen["batch_size"], seen["cutmix_p"]) == ("idc", 64, 0.5)
+
+
+def test_eval_protocol_is_validated():
+    from launch.config import base_config, validate_config
+    from ddjax.errors import ConfigError
+    config = base_config("dm")
+    config.eval.protocol = "idk"
+    with pytest.raises(ConfigError, match="eval.protocol"):
+        validate_config(config)
