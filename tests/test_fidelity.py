@@ -244,3 +244,47 @@ def test_iid_teacher_sees_the_augmented_synthetic_images(monkeypatch):
     augmented, plain = centralization(marker(syn.images)), centralization(syn.images)
     assert abs(augmented - plain) > 1e-3 * abs(augmented)
     np.testing.assert_allclose(float(metrics["loss_cc"]), augmented, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------- 4. image learning rate
+
+
+def test_idc_image_lr_is_the_authors_pixel_rate_scaled_and_converted():
+    """IDC's tune_lr_img (lr · ipc/10 · (size/32)²) on [0, 1] pixels, then ÷σ² for normalised images; a pixel-space
+    SGD step equals the normalised-space step with that rate (chain rule through z = (x − μ)/σ)."""
+    from ddjax.algorithms.multiformation import idc_image_lr
+    sigma = 0.35302424
+    for ipc in (1, 10, 50):
+        assert idc_image_lr(1e-4, ipc, 28, sigma) == pytest.approx(1e-4 * ipc / 10 * (28 / 32) ** 2 / sigma ** 2)
+    rng = np.random.default_rng(0)
+    x, w, mu = rng.uniform(size=20), rng.normal(size=20), 0.29
+    loss_z = lambda z: float(np.sum(np.sin(w * z)))  # noqa: E731  any loss of the normalised image
+    grad_z = lambda z: w * np.cos(w * z)  # noqa: E731
+    lr_px = 1e-4 * 10 / 10 * (28 / 32) ** 2
+    x_new = x - lr_px * grad_z((x - mu) / sigma) / sigma         # the authors' step on pixels
+    z_new = (x - mu) / sigma - idc_image_lr(1e-4, 10, 28, sigma) * grad_z((x - mu) / sigma)
+    np.testing.assert_allclose((x_new - mu) / sigma, z_new, rtol=1e-12)
+    assert loss_z(z_new) == pytest.approx(loss_z((x_new - mu) / sigma))
+
+
+@pytest.mark.parametrize("name", ["idc_fmnist", "dream_fmnist"])
+def test_fmnist_image_lr_follows_ipc_as_the_authors(name):
+    lrs = {}
+    for ipc in ("1", "10", "50"):
+        config = _config(name, ipc)
+        hp = config.idc if config.algorithm == "idc" else config.dream.idc
+        lrs[ipc] = hp.lr_img
+    assert lrs["10"] == pytest.approx(1e-4 * (28 / 32) ** 2 / 0.35302424 ** 2)   # was 0.005 at every IPC
+    assert lrs["1"] == pytest.approx(lrs["10"] / 10) and lrs["50"] == pytest.approx(5 * lrs["10"])
+
+
+def test_fashion_mnist_std_constant_matches_the_loader():
+    path = "/usr/share/datasets/fashion-mnist"
+    if not os.path.isfile(os.path.join(path, "train-images-idx3-ubyte.gz")):
+        pytest.skip("Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist), as test_data.py")
+    import importlib
+    spec = importlib.util.spec_from_file_location("idc_fmnist", os.path.join(REPO, "configs", "idc_fmnist.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dataset = data.load_dataset("fashion_mnist", source_dir=path)
+    assert float(dataset.std[0]) == pytest.approx(module.FASHION_MNIST_STD, rel=1e-6)
