@@ -28,6 +28,7 @@ def get_config():
     d.idc.batch_real = 32          # clusters (= representatives) per class
     d.idc.inner_loop = 10          # matching rounds per network (one step = one network)
     d.idc.n_data = 256             # real images the network trains on after each round
+    d.idc.net_batch = 32           # the authors' loader_real batch is batch_real (also the warm-up's)
     d.idc.metric = "mse"
     d.idc.lr_img = 0.005          # the paper's value (0.05 measured worse: 0.81 after 8 steps)
     # Digits are not mirror-symmetric: no 'flip' in evaluation (the DSA authors' MNIST setting).
