@@ -3,7 +3,8 @@
 python -m launch.main --config=configs/mtt_fmnist.py:10     # the argument is the IPC: 1, 10 or 50
 Per-IPC values from the authors' commands (dc_benchmark methods/tm/readme.md, CIFAR-10): syn_steps / expert_epochs /
 max_start_epoch / lr_img / lr_lr / lr_teacher / ZCA = 50/2/2/100/1e-7/0.01/yes (IPC 1), 30/2/20/100/1e-5/0.001/yes
-(IPC 10), 30/2/40/1000/1e-5/0.001/no (IPC 50); 5,000 iterations; experts as buffer.py (100 x 50 epochs). Reference
+(IPC 10), 30/2/40/1000/1e-5/0.001/no (IPC 50); 5,000 iterations. lr_teacher is distill.py's: it only initialises the
+learned syn_lr. Experts as buffer.py: 100 x 50 epochs at its own --lr_teacher 0.01 (mtt.experts.lr). Reference
 scale needs a GPU (expert buffer ~100 x 51 x 320k parameters = 6.5 GB); on CPU shrink with e.g.
 --config.mtt.experts.num_experts=5 --config.steps=200 --config.eval.epochs=300 and say so.
 Needs the Fashion-MNIST IDX files: apt-get install dataset-fashion-mnist (or --config.data.source_dir=DIR).
@@ -31,6 +32,7 @@ def get_config(ipc: str = "10"):
     (hp.syn_steps, hp.expert_epochs, hp.max_start_epoch, hp.lr_img, hp.lr_lr, hp.lr_teacher,
      config.data.zca) = SETTINGS[ipc]
     hp.experts.num_experts = 100
+    hp.experts.lr = 0.01  # buffer.py's --lr_teacher; hp.lr_teacher above only initialises syn_lr
     hp.experts.epochs = 50
     config.make_pretrained = False  # 100 experts are made ahead of time: python -m launch.experts --config=...
     config.eval.every = 500

@@ -25,6 +25,7 @@ def get_config():
     m.lr_img = 100.0
     m.lr_lr = 1e-5
     m.experts.num_experts = 8
+    m.experts.lr = 0.03  # the experts' own rate (buffer.py's --lr_teacher); syn_lr starts at lr_teacher
     m.experts.epochs = 12
     m.experts.batch_size = 64
     config.eval.dsa_strategy = "color_crop_cutout_scale_rotate"

@@ -2,7 +2,9 @@
 
 python -m launch.main --config=configs/satm_fmnist.py:10     # the argument is the IPC: 1, 10 or 50
 The paper applies ZCA in all settings and differentiates the last third of the inner loop (iota = N - int(N/3),
-tau = iota); rho and gamma are ddjax's defaults (the paper's Table 6 values are not in our copy of the text).
+tau = iota); rho is ddjax's default (|eps| = 0.02 |phi|; the paper's Table 6 values are not in our copy of the
+text) and gamma = 0.003 keeps the default's per-pixel noise-to-image ratio gamma*sqrt(D) = 0.08 at 28x28
+(docs/design.md).
 Experts: 100 x 50 epochs, made ahead of time with python -m launch.experts --config=configs/satm_fmnist.py:10.
 On CPU shrink with e.g. --config.satm.experts.num_experts=5 --config.steps=200 --config.eval.epochs=300.
 """
@@ -29,6 +31,8 @@ def get_config(ipc: str = "10"):
     s = config.satm
     s.syn_steps, s.expert_epochs, s.max_start_epoch, s.lr_img, s.lr_lr, s.lr_teacher = SETTINGS[ipc]
     s.experts.num_experts = 100
+    s.noise_gamma = 0.003  # 0.01 * sqrt(64 / 784): the digits sweep's noise-to-image ratio at 28x28
+    s.experts.lr = 0.01  # buffer.py's --lr_teacher; s.lr_teacher above only initialises syn_lr
     s.experts.epochs = 50
     config.make_pretrained = False
     config.eval.every = 500

@@ -7,6 +7,15 @@ Reference: DM's ``evaluate_synset`` (``VICO-UoE/DatasetCondensation:utils.py``),
 and, after epoch ``Epoch // 2 + 1``, ``lr *= 0.1`` with a *re-created* optimizer (so the momentum buffer restarts);
 test accuracy is read after the last epoch.
 
+``protocol="idc"`` is IDC's evaluation instead (``snu-mllab/Efficient-Dataset-Condensation:train.py``,
+``argument.py``; DREAM+ evaluates with it too): ``MultiStepLR(milestones=[2E//3, 5E//6], gamma=0.2)`` stepped per
+epoch with no optimizer re-creation (so no momentum reset), IDC's DiffAug per sample (:func:`ddjax.augment.idc_augment`:
+flip and colour every batch, one of the other groups per batch, cutout dropped while CutMix is on) and CutMix with
+probability ``cutmix_p`` per batch (:func:`ddjax.augment.cutmix`, loss ``r CE(y) + (1 - r) CE(y_π)``). IDC's
+batch size (64) and ``mix_p`` (0.5 for CIFAR, SVHN, (Fashion-)MNIST) are the caller's ``batch_size`` and
+``cutmix_p``. IDC reads test accuracy after the last epoch too (its "best" is over ``num_val`` checkpoints that
+coincide with the last one on these datasets).
+
 ddjax runs ``num_seeds`` such trainings as ONE jitted program: ``vmap`` over seeds of a ``lax.scan`` over epochs
 (one fresh permutation per epoch) of a ``lax.scan`` over the epoch's SGD steps. The data stay one array on device
 and each step gathers its minibatch by index, so the same function trains teachers on full real data (60,000
@@ -46,12 +55,12 @@ import numpy as np
 import optax
 
 from ddjax import sam
-from ddjax.augment import DSAParams, dsa, parse_strategy
+from ddjax.augment import DSAParams, cutmix, dsa, idc_augment, parse_strategy
 from ddjax.errors import ConfigError, check_choice
 from ddjax.models import apply_model, init_model
 
-__all__ = ["EvalResult", "accuracy", "epoch_batches", "evaluate_synthetic", "init_networks", "lr_schedule",
-           "make_optimizer", "random_real_subset", "train_networks"]
+__all__ = ["EvalResult", "PROTOCOLS", "accuracy", "epoch_batches", "evaluate_synthetic", "init_networks",
+           "lr_schedule", "make_optimizer", "random_real_subset", "train_networks"]
 
 Variables = dict[str, Any]
 
@@ -61,6 +70,11 @@ SEED_AXES = ("vmap", "map")
 SEED_LOOP_OVERRIDE: str | None = None  # benchmarks set this to compare the two seed axes
 #: Factor applied to the learning rate at half the epochs (reference ``lr *= 0.1``).
 LR_DROP_FACTOR = 0.1
+#: Evaluation protocols: DM's ``evaluate_synset`` and IDC's ``train.py`` (module docstring).
+PROTOCOLS = ("dm", "idc")
+#: IDC's MultiStepLR: milestones at these fractions of the epochs (``2E//3``, ``5E//6``), ×0.2 at each.
+IDC_MILESTONES = ((2, 3), (5, 6))
+IDC_LR_GAMMA = 0.2
 
 
 class EvalResult(NamedTuple):
@@ -94,9 +108,23 @@ def lr_drop_step(epochs: int, steps_per_epoch: int) -> int:
     return (epochs // 2) * steps_per_epoch
 
 
-def lr_schedule(lr: Any, epochs: int, steps_per_epoch: int, *, lr_decay: bool = True) -> optax.Schedule:
-    """Step -> learning rate: ``lr`` for the first ``epochs // 2`` epochs, then ``lr * 0.1`` (constant ``lr`` if
-    ``not lr_decay`` or ``epochs < 2``). ``lr`` may be a traced scalar (no recompilation when it changes)."""
+def idc_milestones(epochs: int) -> tuple[int, ...]:
+    """IDC's MultiStepLR milestones ``(2E//3, 5E//6)``: the lr is ×0.2 from the start of each of these (0-based)
+    epochs on, ×0.04 after both."""
+    return tuple(epochs * num // den for num, den in IDC_MILESTONES)
+
+
+def lr_schedule(lr: Any, epochs: int, steps_per_epoch: int, *, lr_decay: bool = True,
+                protocol: str = "dm") -> optax.Schedule:
+    """Step -> learning rate. ``"dm"``: ``lr`` for the first ``epochs // 2`` epochs, then ``lr * 0.1`` (constant
+    ``lr`` if ``not lr_decay`` or ``epochs < 2``). ``"idc"``: ``lr * 0.2^m`` with ``m`` the number of
+    :func:`idc_milestones` at or before the step's epoch. ``lr`` may be a traced scalar (no recompilation)."""
+    if protocol == "idc" and lr_decay:
+        scales: dict[int, float] = {}
+        for milestone in idc_milestones(epochs):  # a repeated milestone decays twice, as PyTorch's Counter
+            boundary = milestone * steps_per_epoch
+            scales[boundary] = scales.get(boundary, 1.0) * IDC_LR_GAMMA
+        return optax.piecewise_constant_schedule(lr, scales)
     drop = lr_drop_step(epochs, steps_per_epoch)
     if not lr_decay or drop == 0:
         return optax.constant_schedule(lr)
@@ -104,9 +132,9 @@ def lr_schedule(lr: Any, epochs: int, steps_per_epoch: int, *, lr_decay: bool = 
 
 
 def make_optimizer(lr: Any, momentum: Any, weight_decay: Any, epochs: int, steps_per_epoch: int, *,
-                   lr_decay: bool = True) -> optax.GradientTransformation:
+                   lr_decay: bool = True, protocol: str = "dm") -> optax.GradientTransformation:
     """PyTorch ``SGD(lr, momentum, weight_decay)``: ``g + wd*theta`` first, then momentum, then the lr."""
-    schedule = lr_schedule(lr, epochs, steps_per_epoch, lr_decay=lr_decay)
+    schedule = lr_schedule(lr, epochs, steps_per_epoch, lr_decay=lr_decay, protocol=protocol)
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=momentum))
 
 
@@ -269,22 +297,24 @@ def _sharpness_aware_gradient(loss: Any, params: Any, grads: Any, sharpness: tup
 
 @functools.partial(jax.jit, static_argnames=("model", "epochs", "steps_per_epoch", "batch_size", "dsa_strategy",
                                              "dsa_params", "lr_decay", "num_classes", "seed_axis", "snapshots",
-                                             "sharpness"))
+                                             "sharpness", "protocol", "cutmix_p"))
 def _train_core(init_variables: Variables, seed_keys: jax.Array, images: jax.Array, labels: jax.Array,
                 lr: jax.Array, momentum: jax.Array, weight_decay: jax.Array, *, model: nn.Module, epochs: int,
                 steps_per_epoch: int, batch_size: int, dsa_strategy: str, dsa_params: DSAParams, lr_decay: bool,
                 num_classes: int, seed_axis: str = "vmap", snapshots: bool = False,
-                sharpness: tuple[str, float, float] | None = None) -> Variables:
+                sharpness: tuple[str, float, float] | None = None, protocol: str = "dm",
+                cutmix_p: float = 0.0) -> Variables:
     """The jitted program: ``vmap`` over seeds of ``scan`` over epochs of ``scan`` over steps (see module doc).
 
     ``snapshots``: also return the parameters at initialisation and after every epoch (expert trajectories),
     stacked as ``(seeds, epochs + 1, ...)``. ``sharpness``: ``(variant, rho, alpha)`` trains with a sharpness-aware
-    gradient (:mod:`ddjax.sam`; FTD's flat experts use ``("gsam", rho, alpha)``)."""
+    gradient (:mod:`ddjax.sam`; FTD's flat experts use ``("gsam", rho, alpha)``). ``protocol``/``cutmix_p``: see
+    the module docstring."""
     n = images.shape[0]
     soft = labels.ndim == 2
-    tx = make_optimizer(lr, momentum, weight_decay, epochs, steps_per_epoch, lr_decay=lr_decay)
+    tx = make_optimizer(lr, momentum, weight_decay, epochs, steps_per_epoch, lr_decay=lr_decay, protocol=protocol)
     drop = lr_drop_step(epochs, steps_per_epoch)
-    reset_at_drop = lr_decay and drop > 0
+    reset_at_drop = protocol == "dm" and lr_decay and drop > 0  # DM re-creates its optimizer; IDC's scheduler not
 
     def one_seed(variables: Variables, seed_key: jax.Array) -> Variables:
         _, k_perm, k_aug = _split_seed_key(seed_key)
@@ -298,8 +328,15 @@ def _train_core(init_variables: Variables, seed_keys: jax.Array, images: jax.Arr
             x = images[idx]
             y = labels[idx]
             targets = y if soft else jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
-            if dsa_strategy:
-                x = dsa(jax.random.fold_in(k_aug, t), x, dsa_strategy, per_sample=True, params=dsa_params)
+            k_step = jax.random.fold_in(k_aug, t)
+            if dsa_strategy and protocol == "idc":
+                x = idc_augment(k_step, x, dsa_strategy, params=dsa_params, cutout=cutmix_p == 0)
+            elif dsa_strategy:
+                x = dsa(k_step, x, dsa_strategy, per_sample=True, params=dsa_params)
+            if cutmix_p > 0:
+                # CE is linear in the targets: mixing them is IDC's r CE(y) + (1 - r) CE(y_perm).
+                x, perm, kept = cutmix(jax.random.fold_in(k_step, 1), x, cutmix_p)
+                targets = kept * targets + (1.0 - kept) * targets[perm]
 
             def loss_fn(p):
                 logits, new_vars = apply_model(model, {"params": p, **state}, x, train=True)
@@ -338,7 +375,8 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
                    lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 256,
                    dsa_strategy: str = DEFAULT_DSA_STRATEGY, dsa_params: DSAParams | None = None,
                    num_classes: int | None = None, lr_decay: bool = True, seed_axis: str | None = None,
-                   trajectory: bool = False, sharpness: tuple[str, float, float] | None = None) -> Variables:
+                   trajectory: bool = False, sharpness: tuple[str, float, float] | None = None,
+                   protocol: str = "dm", cutmix_p: float = 0.0) -> Variables:
     """Train ``num_seeds`` freshly initialised copies of ``model`` on ``(images, labels)``; one jitted program.
 
     Protocol (DM ``evaluate_synset``, see the module docstring for the exact differences): SGD with momentum and
@@ -365,6 +403,8 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
         shaped ``(num_seeds, epochs + 1, ...)`` (MTT's expert trajectories, :mod:`ddjax.experts`).
       sharpness: ``(variant, rho, alpha)`` to descend a sharpness-aware gradient instead of the plain one
         (:func:`ddjax.sam.sharpness_aware_gradient`; FTD's flat experts: ``("gsam", rho, alpha)``).
+      protocol: ``"dm"`` (above) or ``"idc"``: IDC's MultiStepLR, IDC's DiffAug (module docstring).
+      cutmix_p: CutMix probability per batch (IDC's ``mix_p``; 0 = off), with either protocol.
     Returns:
       The trained variables (``{"params", ...}``, ``batch_stats`` for batch-norm models), every leaf with a
       leading axis of size ``num_seeds``.
@@ -375,6 +415,10 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
     _check_float("lr", lr, low=0.0, low_open=True)
     _check_float("momentum", momentum, low=0.0, high=1.0)
     _check_float("weight_decay", weight_decay, low=0.0)
+    check_choice("evaluation protocol", protocol, PROTOCOLS)
+    _check_float("cutmix_p", cutmix_p, low=0.0)
+    if float(cutmix_p) > 1.0:
+        raise ConfigError(f"cutmix_p is a probability in [0, 1], got {cutmix_p}")
     shape = _check_images("images", images)
     k = _resolve_num_classes(model, num_classes)
     soft = _check_labels("labels", labels, shape[0], k, allow_soft=True)
@@ -397,7 +441,8 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
                        model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=b,
                        dsa_strategy=strategy, dsa_params=params, lr_decay=bool(lr_decay), num_classes=k,
                        seed_axis=seed_axis, snapshots=bool(trajectory),
-                       sharpness=None if sharpness is None else _check_sharpness(sharpness))
+                       sharpness=None if sharpness is None else _check_sharpness(sharpness),
+                       protocol=protocol, cutmix_p=float(cutmix_p))
 
 
 # ---------------------------------------------------------------------------------------------- accuracy

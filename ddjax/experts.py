@@ -1,9 +1,12 @@
 """Expert trajectories for trajectory matching (MTT, SATM): networks trained on real data, saved every epoch.
 
 Reference (``mtt-distillation/buffer.py``): each expert is a freshly initialised network trained with SGD
-(``lr_teacher`` 0.01, no momentum, no weight decay, constant lr) with DSA on every batch, parameters saved at
-initialisation and after every epoch (``train_epochs + 1`` snapshots). ddjax trains all ``num_experts`` experts in ONE
-jitted program (:func:`ddjax.evaluate.train_networks` with ``trajectory=True``) and keeps them as one pytree:
+(buffer.py's own ``--lr_teacher``, default 0.01; no momentum, no weight decay, constant lr) with DSA on every batch,
+parameters saved at initialisation and after every epoch (``train_epochs + 1`` snapshots). In ddjax that rate is
+``config.<mtt|satm>.experts.lr``; the distillation's ``lr_teacher`` (``distill.py --lr_teacher``, 0.001 in the
+authors' CIFAR-10 IPC 10/50 commands) only initialises the learnable student rate ``syn_lr`` and never trains
+an expert. ddjax trains all ``num_experts`` experts in ONE jitted program (:func:`ddjax.evaluate.train_networks`
+with ``trajectory=True``) and keeps them as one pytree:
 
     ExpertBuffer.params: each leaf ``(num_experts, epochs + 1, *leaf_shape)``
 
@@ -51,7 +54,8 @@ def train_experts(key: jax.Array, model: nn.Module, images: Any, labels: Any, *,
                   seed_axis: str | None = None) -> ExpertBuffer:
     """Train ``num_experts`` experts on real ``(images, labels)`` in one program; snapshots every epoch.
 
-    Defaults are the reference ``buffer.py`` values (SGD lr 0.01, no momentum, no weight decay, constant lr, DSA).
+    Defaults are the reference ``buffer.py`` values (SGD lr 0.01 = its ``--lr_teacher``, no momentum, no weight
+    decay, constant lr, DSA).
     ``sharpness=("gsam", rho, alpha)`` makes FTD-style flat experts. Raises ConfigError for batch-norm models.
     """
     variables = evaluate.init_networks(key, model, tuple(images.shape[1:]), num_seeds=1)

@@ -107,8 +107,8 @@ def _check_alpha(alpha) -> None:
 
 def _need_params(variant: str, params) -> None:
     if params is None:
-        raise ConfigError(f"SAM variant {variant!r} scales by |params| + eta and needs params=; pass the "
-                          "point being perturbed")
+        raise ConfigError(f"SAM variant {variant!r} scales its radius by the parameters and needs params=; pass "
+                          "the point being perturbed")
 
 
 # ---------------------------------------------------------------------------------------------------- formulas
@@ -172,23 +172,33 @@ def sam_perturbation(grads: PyTree, rho, *, variant: str = "sam", params: PyTree
     return sam_epsilon(grads, rho)
 
 
-def perturbation(rho, *, variant: str = "sam", eta=0.01, theta=0.9) -> Perturbation:
+def perturbation(rho, *, variant: str = "sam", eta=0.01, theta=0.9, relative: bool = False) -> Perturbation:
     """``(init, perturb)`` for any variant in :data:`VARIANTS`; arguments are validated here, eagerly.
 
     ``rho``: radius; ``eta``: ASAM's ``T = |params| + eta`` offset (Kwon et al.: 0.01); ``theta``: VaSSO's EMA
     weight of the newest gradient (authors' default 0.9). ``perturb(grads, state, params=None)`` returns
-    ``(ε, new_state)``; ``params`` is required for ``"asam"``.
+    ``(ε, new_state)``; ``params`` is required for ``"asam"`` and with ``relative``.
+    ``relative=True``: the radius is ``rho · ‖params‖₂`` (global norm), so ε is the same fraction of the point
+    whatever its scale (SAM, GSAM, VaSSO; ASAM is scale-adaptive already and refuses it).
     """
     check_choice("SAM variant", variant, VARIANTS)
     _check_rho(rho)
     _check_eta(eta)
     _check_theta(theta)
+    if relative and variant == "asam":
+        raise ConfigError("SAM variant 'asam' already measures its radius relative to |params| + eta; use "
+                          "relative=False with it (or variant 'sam'/'gsam'/'vasso' with relative=True)")
+
+    def radius(params):
+        if not relative:
+            return rho
+        _need_params(f"{variant} (relative radius)", params)
+        return rho * optax.tree.norm(params)
 
     if variant == "vasso":
         def perturb(grads, state, params=None):
-            del params
             state = vasso_update(grads, state, theta)
-            return sam_epsilon(state.direction, rho), state
+            return sam_epsilon(state.direction, radius(params)), state
 
         return Perturbation(init=vasso_init, perturb=perturb)
 
@@ -197,7 +207,7 @@ def perturbation(rho, *, variant: str = "sam", eta=0.01, theta=0.9) -> Perturbat
         return optax.EmptyState()
 
     def perturb(grads, state, params=None):
-        return sam_perturbation(grads, rho, variant=variant, params=params, eta=eta), state
+        return sam_perturbation(grads, radius(params), variant=variant, params=params, eta=eta), state
 
     return Perturbation(init=init, perturb=perturb)
 

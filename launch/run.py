@@ -51,7 +51,8 @@ def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, image
     return evaluate.evaluate_synthetic(
         key, model, np.asarray(images), np.asarray(labels), dataset.test_images, dataset.test_labels,
         num_seeds=e.num_seeds, epochs=e.epochs, lr=train_lr, momentum=e.momentum, weight_decay=e.weight_decay,
-        batch_size=e.batch_size, dsa_strategy=e.dsa_strategy, num_classes=dataset.num_classes)
+        batch_size=e.batch_size, dsa_strategy=e.dsa_strategy, num_classes=dataset.num_classes,
+        protocol=e.protocol, cutmix_p=e.cutmix_p)
 
 
 def train_steps(state, step_fn: Callable, step_data, first: int, last: int, *, config: ml_collections.ConfigDict,

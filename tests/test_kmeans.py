@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+# scikit-learn is in the test extra (pip install -e '.[test]'): without it these oracle tests fail, never skip.
+import sklearn.cluster as sklearn_cluster
 
 from ddjax import cluster, data
 from ddjax.errors import ConfigError
-
-sklearn_cluster = pytest.importorskip("sklearn.cluster")
 
 
 @functools.partial(jax.jit, static_argnames=("k",))

@@ -92,7 +92,7 @@ def test_mtt_hypergradient_matches_finite_differences_of_the_loss():
 
 
 def test_sam_perturbation_has_norm_rho_and_changes_the_update():
-    state, metrics = _one_step(_config("satm", **{"sam.rho": 0.05}))
+    state, metrics = _one_step(_config("satm", **{"sam.rho": 0.05, "sam.rho_relative": False}))
     np.testing.assert_allclose(metrics["eps_norm"], 0.05, rtol=1e-5)
     plain, _ = _one_step(_config("satm", **{"sam.variant": "none"}))
     assert not np.allclose(state.synthetic.images, plain.synthetic.images)

@@ -16,6 +16,7 @@ import ml_collections
 from flax import linen as nn
 from jax.sharding import Mesh
 
+from ddjax.algorithms import samplers
 from ddjax.algorithms.base import Algorithm
 from ddjax.algorithms.distribution_family import distribution_matching, embed_fn, mean_embedding_term
 
@@ -24,7 +25,9 @@ __all__ = ["default_config", "embed_fn", "make"]
 
 def default_config() -> ml_collections.ConfigDict:
     """DM hyper-parameters (``config.dm``), reference values from ``main_DM.py``."""
-    return ml_collections.ConfigDict(dict(lr_img=1.0, momentum=0.5, batch_real=256))
+    # real_batch: random (DM) or DREAM+'s representatives (configs/dream_dm_tiny.py)
+    return ml_collections.ConfigDict(dict(lr_img=1.0, momentum=0.5, batch_real=256,
+                                          real_batch=samplers.real_batch_config()))
 
 
 def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int,
@@ -36,4 +39,5 @@ def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int,
     ``mesh``: when given, the per-class real batch is sharded along its sample axis over ``mesh``'s ``data`` axis.
     """
     return distribution_matching(config, config.dm, "dm", model, num_classes, image_shape, mesh,
-                                 terms=(mean_embedding_term(),))
+                                 terms=(mean_embedding_term(),),
+                                 sampler=samplers.from_config(config.dm.real_batch, config.dm.batch_real))

@@ -46,6 +46,11 @@ def default_config() -> ml_collections.ConfigDict:
     """DREAM+ hyper-parameters (``config.dream``): paper Sec. 4.1 and ``lyq312318224/DREAM:argument.py``."""
     idc_hp = idc.default_config()
     idc_hp.batch_real = 128           # the matching batch = 128 representatives per class
+    # condense_improve.py trains every new network one epoch on real data (its loader_real, batch_real 128, with
+    # the network update's augmentation and CutMix) before clustering and matching; its network update draws from
+    # the same loader, so batches of 128 there too
+    idc_hp.warmup_epochs = 1
+    idc_hp.net_batch = 128
     dc_hp = gradient_matching.default_config()
     dc_hp.batch_real = 128
     dsa_hp = gradient_matching.dsa_default_config()

@@ -141,8 +141,10 @@ class MatchingSpec:
     net_cutmix: CutMix probability. syn_init: "given" (the set passed to init), "mix" (IDC mosaic of random real
     images), "kmeans" (DREAM: mosaic of cluster-representative real images), applied at step 0.
     DREAM: representative (bool), interval, subsample, cluster_pool (0 = the whole class), kmeans_iters,
-    feature_weight (bidirectional term; 0 = off). class_axis: "auto" | "vmap" | "map". unroll: which loops run
-    unrolled (:func:`resolve_unroll`).
+    feature_weight (bidirectional term; 0 = off). warmup_epochs: epochs of real-data training of every fresh
+    network before its first clustering and round (IDC's ``--early``, DREAM+'s one epoch; net_source "real"
+    only), in batches of batch_real. class_axis: "auto" | "vmap" | "map". unroll: which loops run unrolled
+    (:func:`resolve_unroll`).
     """
     ipc: int
     rounds: int
@@ -173,6 +175,7 @@ class MatchingSpec:
     kmeans_iters: int = 100
     feature_weight: float = 0.0
     grad_weight: float = 1.0
+    warmup_epochs: int = 0
     class_axis: str = "auto"
     unroll: str = "auto"
 
@@ -182,7 +185,7 @@ class MatchingSpec:
         for name in ("ipc", "rounds", "batch_real", "net_batch", "interval", "subsample", "kmeans_iters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("net_epochs", "net_samples", "batch_syn_max", "cluster_pool"):
+        for name in ("net_epochs", "net_samples", "batch_syn_max", "cluster_pool", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr_img <= 0:
@@ -204,6 +207,9 @@ class MatchingSpec:
                               "(batch_real // subsample clusters, subsample nearest samples each)")
         if self.feature_weight < 0 or self.grad_weight < 0:
             raise ConfigError("feature_weight and grad_weight must be >= 0")
+        if self.warmup_epochs and self.net_source != "real":
+            raise ConfigError("warmup_epochs trains the network on real data (IDC/DREAM+ with the IDC base); set it "
+                              "to 0 for a network trained on the synthetic set")
 
     @property
     def decoded_per_class(self) -> int:
@@ -224,27 +230,6 @@ def feature_distance(real_mean: jax.Array, syn_mean: jax.Array, metric: str) -> 
     if metric == "l1":
         return jnp.sum(jnp.abs(real_mean - syn_mean))
     return 1.0 - jnp.sum(real_mean * syn_mean) / (jnp.linalg.norm(real_mean) * jnp.linalg.norm(syn_mean) + 1e-6)
-
-
-def _cutmix(key: jax.Array, x: jax.Array, prob: float) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """CutMix (Yun et al. 2019; IDC's ``mixup_net='cut'``, β = 1): with probability ``prob`` paste a box of a
-    shuffled batch; returns (images, permutation, λ = kept area fraction)."""
-    n, h, w = x.shape[:3]
-    k_p, k_lam, k_perm, k_y, k_x = jax.random.split(key, 5)
-    lam = jax.random.beta(k_lam, 1.0, 1.0)
-    perm = jax.random.permutation(k_perm, n)
-    cut = jnp.sqrt(1.0 - lam)
-    ch, cw = (cut * h).astype(jnp.int32), (cut * w).astype(jnp.int32)
-    cy, cx = jax.random.randint(k_y, (), 0, h), jax.random.randint(k_x, (), 0, w)
-    y0, y1 = jnp.clip(cy - ch // 2, 0, h), jnp.clip(cy + ch // 2, 0, h)
-    x0, x1 = jnp.clip(cx - cw // 2, 0, w), jnp.clip(cx + cw // 2, 0, w)
-    rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
-    box = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
-    apply = jax.random.uniform(k_p) < prob
-    box = box & apply
-    mixed = jnp.where(box[None, :, :, None], x[perm], x)
-    lam = 1.0 - jnp.sum(box) / (h * w)
-    return mixed, perm, lam
 
 
 def _epoch_batches(key: jax.Array, n: int, steps: int, batch: int) -> tuple[jax.Array, jax.Array]:
@@ -422,7 +407,7 @@ def _train_network(logits_fn: Callable, tx: optax.GradientTransformation, key: j
             x = augment.dsa(k_aug, x, strategy, per_sample=True, mode=mode)
         perm, lam = jnp.arange(x.shape[0]), jnp.float32(1.0)
         if cutmix > 0:
-            x, perm, lam = _cutmix(k_mix, x, cutmix)
+            x, perm, lam = augment.cutmix(k_mix, x, cutmix)  # IDC's rand_bbox
 
         def loss_fn(p):
             logits = logits_fn(p, x)
@@ -479,6 +464,24 @@ def real_data_sgd(samples: int, batch: int, tx: optax.GradientTransformation, *,
     return NetUpdate(init=tx.init, update=update)
 
 
+def real_data_warmup(epochs: int, batch: int, tx: optax.GradientTransformation, *, strategy: str = "",
+                     mode: str = "S", cutmix: float = 0.0, mesh: Mesh | None = None) -> NetUpdate:
+    """DREAM+'s warm-up (``condense_improve.py``: ``train_epoch(loader_real, ...)`` on every new network; IDC's
+    ``--early``): ``epochs`` epochs' worth of :func:`real_data_sgd` steps, ``⌊K·M / batch⌋`` per epoch for a pool of
+    ``K`` classes of at most ``M`` images (the authors' ``drop_last`` loader; exact for balanced classes), drawn with
+    replacement like the network update. Shares the network update's optimiser ``tx`` (one optimiser per network,
+    as the reference)."""
+    if not epochs:
+        return no_network_update()
+
+    def update(key, logits_fn, params, opt_state, syn, real, loops):
+        steps = epochs * (real.images.shape[0] * real.images.shape[1] // batch)
+        sgd = real_data_sgd(steps * batch, batch, tx, strategy=strategy, mode=mode, cutmix=cutmix, mesh=mesh)
+        return sgd.update(key, logits_fn, params, opt_state, syn, real, loops)
+
+    return NetUpdate(init=tx.init, update=update)
+
+
 # --------------------------------------------------------------------------------------------- the composition
 
 
@@ -493,6 +496,7 @@ class MatchingParts(NamedTuple):
     net_update: NetUpdate             # between rounds
     tx: optax.GradientTransformation  # on the stored images
     loops: Loops
+    warmup: NetUpdate = no_network_update()  # each fresh network before its first clustering (same optimiser)
 
 
 class Matching(NamedTuple):
@@ -581,11 +585,15 @@ def matching_step(m: Matching, state: DistillState, real: RealPool) -> tuple[Dis
     variables = models.init_model(m.model, k_net, m.image_shape)
     params = variables["params"]
     rest = {k: v for k, v in variables.items() if k != "params"}
+    # DREAM+: the new network trains on real data first, so the k-means init and clustering see trained features
+    # (its own key, folded from k_net, keeps every other draw as it was without a warm-up)
+    params, net_opt = p.warmup.update(jax.random.fold_in(k_net, 1), functools.partial(_logits, m.model, rest),
+                                      params, p.net_update.init(params), None, real, p.loops)
     stored = stored_images(p.images, state.synthetic)
     stored = jax.lax.cond(state.step == 0,
                           lambda: p.initial(k_init, p.images, stored, _embedder(m, rest, params), real),
                           lambda: stored)
-    carry = (stored, state.opt_state, params, p.net_update.init(params), p.sampler.init(m.num_classes, m.image_shape))
+    carry = (stored, state.opt_state, params, net_opt, p.sampler.init(m.num_classes, m.image_shape))
     (stored, img_opt, *_), (losses, sums, grad_norms) = p.loops.scan(
         "rounds", functools.partial(matching_round, m, rest, real, k_rounds), carry, jnp.arange(p.rounds))
     new_state = state.replace(step=state.step + 1, rng=rng, synthetic=with_stored(p.images, state.synthetic, stored),

@@ -55,6 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
         mix_p=1.0,                 # CutMix probability in the network update (0.5 for CIFAR/SVHN/(F)MNIST)
         aug_type="color_crop_cutout",
         batch_syn_max=128, init="mix", class_axis="auto",
+        warmup_epochs=0,           # IDC's --early: real-data epochs per fresh network (10 for ImageNet only)
         unroll="auto"))          # loops run unrolled (gradient_matching.resolve_unroll), e.g. classes_net
 
 
@@ -74,7 +75,7 @@ def spec_from_idc_config(hp: ml_collections.ConfigDict, ipc: int, **overrides) -
                   net_lr=hp.lr_net, net_momentum=hp.momentum_net, net_weight_decay=hp.weight_decay_net,
                   net_strategy=net_aug, net_mode="M", net_cutmix=hp.mix_p,
                   syn_init="mix" if hp.init == "mix" and hp.factor > 1 else "given", class_axis=hp.class_axis,
-                  unroll=hp.get("unroll", "auto"))
+                  unroll=hp.get("unroll", "auto"), warmup_epochs=hp.get("warmup_epochs", 0))
     fields.update(overrides)
     return MatchingSpec(**fields)
 
@@ -82,15 +83,17 @@ def spec_from_idc_config(hp: ml_collections.ConfigDict, ipc: int, **overrides) -
 def idc_parts(spec: MatchingSpec, mesh: Mesh | None = None) -> gm.MatchingParts:
     """IDC: DC's parts with multi-formation (mosaic init), and the network trained on real data between rounds."""
     spec.validate()
+    net_tx = gm.network_sgd(spec.net_lr, spec.net_momentum, spec.net_weight_decay)
+    net_aug = dict(strategy=spec.net_strategy, mode=spec.net_mode, cutmix=spec.net_cutmix, mesh=mesh)
     return gm.MatchingParts(
         rounds=spec.rounds, sampler=random_real(spec.batch_real),
         images=gm.multi_formation(spec.ipc, spec.factor, spec.batch_syn_max),
         initial=gm.mix_real if spec.syn_init == "mix" else gm.keep_given,
         augment=functools.partial(siamese_dsa, strategy=spec.match_strategy, mode=spec.match_mode),
         terms=(gm.gradient_term(spec.metric, spec.layers, spec.grad_weight),),
-        net_update=gm.real_data_sgd(spec.net_samples, spec.net_batch,
-                                    gm.network_sgd(spec.net_lr, spec.net_momentum, spec.net_weight_decay),
-                                    strategy=spec.net_strategy, mode=spec.net_mode, cutmix=spec.net_cutmix, mesh=mesh),
+        net_update=gm.real_data_sgd(spec.net_samples, spec.net_batch, net_tx, **net_aug),
+        # the authors' loader_real: batches of batch_real (one optimiser per network, shared with net_update)
+        warmup=gm.real_data_warmup(spec.warmup_epochs, spec.batch_real, net_tx, **net_aug),
         tx=optax.sgd(spec.lr_img, momentum=spec.momentum or None), loops=gm.loops(spec.class_axis, spec.unroll))
 
 

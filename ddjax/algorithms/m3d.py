@@ -29,6 +29,7 @@ import ml_collections
 from flax import linen as nn
 from jax.sharding import Mesh
 
+from ddjax.algorithms import samplers
 from ddjax.algorithms.base import Algorithm
 from ddjax.algorithms.distribution_family import distribution_matching, mmd_term
 
@@ -38,11 +39,13 @@ __all__ = ["default_config", "make"]
 def default_config() -> ml_collections.ConfigDict:
     """M3D hyper-parameters (``config.m3d``); see the module docstring for where each comes from."""
     return ml_collections.ConfigDict(dict(lr_img=10.0, momentum=0.5, batch_real=128, bandwidth="median",
-                                          sigmas=(0.5, 1.0, 2.0), unbiased=False))
+                                          sigmas=(0.5, 1.0, 2.0), unbiased=False,
+                                          real_batch=samplers.real_batch_config()))  # as config.dm.real_batch
 
 
 def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int,
          image_shape: tuple[int, int, int], mesh: Mesh | None = None) -> Algorithm:
     """Build M3D's ``(init, step)``; reads ``config.m3d``, ``config.dsa_strategy`` and ``config.ipc``."""
     return distribution_matching(config, config.m3d, "m3d", model, num_classes, image_shape, mesh,
-                                 terms=(mmd_term(config.m3d, "m3d", config.ipc),))
+                                 terms=(mmd_term(config.m3d, "m3d", config.ipc),),
+                                 sampler=samplers.from_config(config.m3d.real_batch, config.m3d.batch_real))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from ddjax.errors import ConfigError
 
-__all__ = ["check_factor", "decode_zoom", "decode_labels", "mosaic"]
+__all__ = ["check_factor", "decode_zoom", "decode_labels", "idc_image_lr", "mosaic"]
 
 
 def check_factor(factor: int, image_shape: tuple[int, int, int]) -> None:
@@ -73,3 +73,22 @@ def mosaic(parts: jax.Array, factor: int) -> jax.Array:
             k += 1
         rows.append(jnp.concatenate(cells, axis=-2))
     return jnp.concatenate(rows, axis=-3)
+
+
+#: IDC's ``tune_lr_img`` reference point: lr_img is given for IPC 10 at 32x32 (28x28 for MNIST) and scaled.
+IDC_LR_BASE_IPC = 10
+IDC_LR_BASE_SIZE = 32
+
+
+def idc_image_lr(lr_pixel: float, ipc: int, size: int, std: float, *, base_size: int = IDC_LR_BASE_SIZE) -> float:
+    r"""The authors' image learning rate (IDC ``argument.py:tune_lr_img``, used by DREAM too) for ddjax's
+    normalised images: :math:`\eta = \eta_{px}\,\frac{ipc}{10}\,\big(\frac{size}{base}\big)^2 / \sigma^2`.
+
+    The authors optimise pixels in [0, 1] and normalise inside the matching; with :math:`z = (x - \mu)/\sigma` an
+    SGD step :math:`\Delta x = -\eta_{px}\,\partial L/\partial x = -\eta_{px}\,\sigma^{-1}\partial L/\partial z` is
+    :math:`\Delta z = -\eta_{px}\sigma^{-2}\,\partial L/\partial z` (momentum is linear, so the same holds for it).
+    ``base_size`` is 32 except for MNIST (28) in IDC. ``std`` is the dataset's per-channel std (one channel)."""
+    if not (lr_pixel > 0 and ipc >= 1 and size >= 1 and std > 0 and base_size >= 1):
+        raise ConfigError(f"idc_image_lr needs lr_pixel > 0, ipc >= 1, size >= 1, std > 0; got {lr_pixel}, {ipc}, "
+                          f"{size}, {std}")
+    return float(lr_pixel) * ipc / IDC_LR_BASE_IPC * (size / base_size) ** 2 / float(std) ** 2

@@ -21,14 +21,19 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from ddjax import cluster
 from ddjax.algorithms.base import RealPool, sample_per_class
-from ddjax.errors import ConfigError
+from ddjax.errors import ConfigError, check_choice
 
 EmbedFn = Callable[[jax.Array], jax.Array]  # (K, N, H, W, C) -> (K, N, D)
 
-__all__ = ["RealSampler", "embed_in_chunks", "random_real", "representatives", "select_representatives"]
+__all__ = ["REAL_BATCHES", "RealSampler", "embed_in_chunks", "from_config", "random_real", "real_batch_config",
+           "representatives", "select_representatives"]
+
+#: ``config.<algorithm>.real_batch.kind``: random real images, or DREAM+'s representatives.
+REAL_BATCHES = ("random", "representatives")
 
 
 class RealSampler(NamedTuple):
@@ -115,3 +120,20 @@ def embed_in_chunks(apply: Callable[[jax.Array], jax.Array], images: jax.Array, 
     chunks = padded.reshape((num_classes * (n + pad) // chunk, chunk) + images.shape[2:])
     out = jax.lax.scan(lambda _, x: (None, apply(x)), None, chunks, unroll=True if unroll else 1)[1]
     return out.reshape(num_classes, n + pad, -1)[:, :n]
+
+
+def real_batch_config() -> ml_collections.ConfigDict:
+    """``config.<algorithm>.real_batch`` of the distribution-matching family: how each step's real batch is drawn.
+    ``kind="representatives"`` is DREAM+ on that family (DREAM+ paper, feature-matching results): the batch is the
+    real images nearest the k-means centres of the current network's features, re-selected every ``interval``
+    steps (:func:`representatives`)."""
+    return ml_collections.ConfigDict(dict(kind="random", interval=10, subsample=1, cluster_pool=0, kmeans_iters=100))
+
+
+def from_config(section: Any, batch: int) -> RealSampler:
+    """The sampler ``section`` (a :func:`real_batch_config`) describes, with ``batch`` images per class."""
+    check_choice("real_batch.kind", section.kind, REAL_BATCHES)
+    if section.kind == "random":
+        return random_real(batch)
+    return representatives(batch, subsample=section.subsample, interval=section.interval,
+                           pool=section.cluster_pool, kmeans_iters=section.kmeans_iters)

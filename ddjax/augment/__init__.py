@@ -4,7 +4,11 @@
 one transform per call that depends only on the key (siamese real/synthetic batches). Explicit-parameter
 primitives (``brightness``, ``translate``, ``cutout``, ``scale``, ``affine`` ...) live in ``ddjax.augment.dsa``
 (import them with ``from ddjax.augment.dsa import ...``; the attribute ``ddjax.augment.dsa`` is the function).
+``idc_augment`` is IDC's variant of DiffAug (flip and colour always, one other group per call); ``cutmix`` is IDC's
+CutMix (``ddjax.augment.mix``).
 """
-from ddjax.augment.dsa import DSA_MODES, DSA_OPS, DSAParams, apply_group, dsa, parse_strategy
+from ddjax.augment.dsa import DSA_MODES, DSA_OPS, DSAParams, apply_group, dsa, idc_augment, parse_strategy
+from ddjax.augment.mix import cutmix, cutmix_box
 
-__all__ = ["DSA_MODES", "DSA_OPS", "DSAParams", "apply_group", "dsa", "parse_strategy"]
+__all__ = ["DSA_MODES", "DSA_OPS", "DSAParams", "apply_group", "cutmix", "cutmix_box", "dsa", "idc_augment",
+           "parse_strategy"]

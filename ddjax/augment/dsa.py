@@ -416,3 +416,32 @@ def _dsa_jit(key, images, tokens, per_sample, params, mode):
         return _GROUPS[tokens[0]](sub, images, shape, params)
     branches = [lambda k, x, f=_GROUPS[t]: f(k, x, shape, params) for t in tokens]
     return lax.switch(index, branches, sub, images)
+
+
+#: The groups IDC's DiffAug applies on every call (flip, then colour); cutout comes last when kept.
+IDC_ALWAYS = ("flip", "color")
+
+
+def idc_augment(key: Array, images: Array, strategy: str = DEFAULT_STRATEGY, *, per_sample: bool = True,
+                params: DSAParams = DSAParams(), cutout: bool = True) -> Array:
+    """IDC's DiffAug (``Efficient-Dataset-Condensation:misc/augment.py``, ``single_aug=True``).
+
+    Of the groups in ``strategy``: ``flip`` (if present), then ``color`` (if present) on every call; then ONE of the
+    remaining groups other than cutout, drawn uniformly per call (IDC's ``np.random.randint`` per batch; with
+    ``per_sample`` its parameters are per image); then ``cutout`` if present and ``cutout`` is True (IDC's
+    evaluation removes cutout from the strategy whenever CutMix is on). Keys: ``k_flip, k_color, k_one, k_cutout
+    = split(key, 4)``, each used as :func:`dsa` (mode "S") uses its key on that group alone.
+    """
+    tokens = parse_strategy(strategy)
+    _check_flags(per_sample, params)
+    _check_images(images)
+    k_flip, k_color, k_one, k_cutout = jax.random.split(key, 4)
+    for group, k in zip(IDC_ALWAYS, (k_flip, k_color)):
+        if group in tokens:
+            images = dsa(k, images, group, per_sample=per_sample, params=params)
+    rest = [t for t in tokens if t not in IDC_ALWAYS + ("cutout",)]
+    if rest:
+        images = dsa(k_one, images, "_".join(rest), per_sample=per_sample, params=params, mode="S")
+    if cutout and "cutout" in tokens:
+        images = dsa(k_cutout, images, "cutout", per_sample=per_sample, params=params)
+    return images
