@@ -45,9 +45,9 @@ def transfer_weights(key: jax.Array, batch: int, num_domains: int) -> jax.Array:
     return models.domain_weights(choice, num_domains + 1)[:, :num_domains]
 
 
-@functools.partial(jax.jit, static_argnames=("teacher_model", "psi_model", "num_views", "dsm", "crop_scale"))
+@functools.partial(jax.jit, static_argnames=("teacher_model", "psi_model", "num_views", "dsm", "crop_scale", "flip"))
 def _relabel(key, teacher_vars, psi_params, images, temperature, cutmix_alpha, *, teacher_model, psi_model,
-             num_views, dsm, crop_scale):
+             num_views, dsm, crop_scale, flip):
     n = images.shape[0]
 
     def one_view(k):
@@ -62,7 +62,7 @@ def _relabel(key, teacher_vars, psi_params, images, temperature, cutmix_alpha, *
                 keep = jnp.sum(w, axis=1) == 0
                 safe = jnp.where(keep[:, None], models.domain_weights(jnp.zeros(n, jnp.int32), num_domains), w)
                 x = jnp.where(keep[:, None, None, None], x, psi_model.apply(psi_params, x, safe))
-        v = relabel_views(k_aug, x, crop_scale=crop_scale, cutmix_alpha=cutmix_alpha)
+        v = relabel_views(k_aug, x, crop_scale=crop_scale, cutmix_alpha=cutmix_alpha, flip=flip)
         logits = teacher_model.apply(teacher_vars, v, train=False)
         return v, jax.nn.softmax(logits / temperature, axis=-1)
 
@@ -72,7 +72,7 @@ def _relabel(key, teacher_vars, psi_params, images, temperature, cutmix_alpha, *
 
 def relabel(key: jax.Array, teacher_model: nn.Module, teacher_vars: dict, images: Any, *, num_views: int,
             temperature: float = 4.0, crop_scale: tuple[float, float] = (0.08, 1.0), cutmix_alpha: float = 1.0,
-            psi_model: nn.Module | None = None, psi_params: Any = None, dsm: bool = False
+            psi_model: nn.Module | None = None, psi_params: Any = None, dsm: bool = False, flip: bool = True
             ) -> tuple[jax.Array, jax.Array]:
     """``num_views`` soft-labelled views of every image: ``(views (V*N, H, W, C), soft labels (V*N, K))``, view-major.
 
@@ -86,4 +86,5 @@ def relabel(key: jax.Array, teacher_model: nn.Module, teacher_vars: dict, images
         raise ConfigError("DSM mixes the styles of the domain-transfer network ψ; it needs a DTL run (dtl.transfer)")
     return _relabel(key, teacher_vars, psi_params, jnp.asarray(images, jnp.float32), jnp.float32(temperature),
                     jnp.float32(cutmix_alpha), teacher_model=teacher_model, psi_model=psi_model,
-                    num_views=int(num_views), dsm=bool(dsm), crop_scale=tuple(float(s) for s in crop_scale))
+                    num_views=int(num_views), dsm=bool(dsm), crop_scale=tuple(float(s) for s in crop_scale),
+                    flip=bool(flip))

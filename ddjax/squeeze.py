@@ -84,10 +84,11 @@ def stack_domains(domains: Sequence[tuple[Any, Any]]) -> tuple[np.ndarray, np.nd
     return images, labels, offsets, counts
 
 
-@functools.partial(jax.jit, static_argnames=("model", "steps", "batch_size", "bn", "augment"))
+@functools.partial(jax.jit, static_argnames=("model", "steps", "batch_size", "bn", "augment", "flip"))
 def _train(variables: dict, key: jax.Array, images: jax.Array, labels: jax.Array, offsets: jax.Array,
            counts: jax.Array, mean: jax.Array, std: jax.Array, lr: jax.Array, b1: jax.Array, b2: jax.Array, *,
-           model: nn.Module, steps: int, batch_size: int, bn: str, augment: bool) -> tuple[dict, jax.Array]:
+           model: nn.Module, steps: int, batch_size: int, bn: str, augment: bool, flip: bool
+           ) -> tuple[dict, jax.Array]:
     tx = optax.adam(lr, b1=b1, b2=b2)
     params = variables["params"]
     state = {k: v for k, v in variables.items() if k != "params"}
@@ -100,7 +101,7 @@ def _train(variables: dict, key: jax.Array, images: jax.Array, labels: jax.Array
         idx = (offsets[:, None] + jnp.floor(u * counts[:, None]).astype(jnp.int32)).reshape(-1)
         x, y = images[idx], labels[idx]
         if augment:
-            x = squeeze_views(k_aug, x, mean, std)
+            x = squeeze_views(k_aug, x, mean, std, flip=flip)
 
         def loss_fn(p):
             v = {"params": p, **state}
@@ -122,7 +123,7 @@ def _train(variables: dict, key: jax.Array, images: jax.Array, labels: jax.Array
 
 def train_squeeze(key: jax.Array, model: nn.Module, domains: Sequence[tuple[Any, Any]], *, mean: Any, std: Any,
                   steps: int = 5000, batch_size: int = 32, lr: float = 5e-5, betas: tuple[float, float] = (0.9, 0.999),
-                  bn: str = "trained", checkpoint: str | None = None, augment: bool = True
+                  bn: str = "trained", checkpoint: str | None = None, augment: bool = True, flip: bool = True
                   ) -> tuple[dict, np.ndarray]:
     """ERM on the seen ``domains`` (a list of ``(images, labels)``), one jitted program; returns
     ``(variables, per-step losses)``. See the module docstring for the protocol, ``bn`` and ``checkpoint``."""
@@ -140,7 +141,8 @@ def train_squeeze(key: jax.Array, model: nn.Module, domains: Sequence[tuple[Any,
     variables, losses = _train(variables, k_train, jnp.asarray(images), jnp.asarray(labels), jnp.asarray(offsets),
                                jnp.asarray(counts), jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32),
                                jnp.float32(lr), jnp.float32(betas[0]), jnp.float32(betas[1]), model=model,
-                               steps=int(steps), batch_size=int(batch_size), bn=bn, augment=bool(augment))
+                               steps=int(steps), batch_size=int(batch_size), bn=bn, augment=bool(augment),
+                               flip=bool(flip))
     return variables, np.asarray(losses)
 
 
@@ -157,7 +159,7 @@ def squeeze_spec(squeeze_config: Any, dataset_name: str, seen: Sequence[str], co
     return {"dataset": dataset_name, "seen_domains": list(seen), "domain_sizes": [int(c) for c in counts],
             "image_shape": [int(d) for d in image_shape], "num_classes": int(num_classes), "model": s.model,
             "width": int(s.width), "steps": int(s.steps), "batch_size": int(s.batch_size), "lr": float(s.lr),
-            "betas": [float(b) for b in s.betas], "bn": s.bn, "augment": bool(s.augment), "seed": int(s.seed),
+            "betas": [float(b) for b in s.betas], "bn": s.bn, "augment": bool(s.augment), "flip": bool(s.flip), "seed": int(s.seed),
             "checkpoint": os.path.abspath(s.checkpoint) if s.checkpoint else None}
 
 
@@ -176,7 +178,7 @@ def load_or_make_squeeze(squeeze_config: Any, dataset_name: str, seen: Sequence[
         variables, _ = train_squeeze(
             jax.random.PRNGKey(spec["seed"]), model, domains, mean=mean, std=std, steps=spec["steps"],
             batch_size=spec["batch_size"], lr=spec["lr"], betas=tuple(spec["betas"]), bn=spec["bn"],
-            checkpoint=squeeze_config.checkpoint, augment=spec["augment"])
+            checkpoint=squeeze_config.checkpoint, augment=spec["augment"], flip=spec["flip"])
         return variables
 
     tree, path = pretrained.load_or_make("squeeze", spec, make, root=root, allow_make=allow_make,

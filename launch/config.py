@@ -65,6 +65,8 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         dsa_strategy="color_crop_cutout_flip_scale_rotate",
         random_real=True,           # also evaluate IPC random real images (the baseline)
         learned_lr=True,            # train with the algorithm's learned lr when it has one (MTT/SATM: syn_lr)
+        model="",                   # evaluation network ("": config.model; else a MODEL_NAMES entry, cross-arch)
+        width=0,                    # its width (0: config.model.width)
     ))
     c[algorithm] = algorithms.default_config(algorithm)
     return c
@@ -88,6 +90,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(data_name, str) or not data_name:
         raise ConfigError(f"data.name must be a dataset name ({', '.join(DATASET_NAMES)}, or a prepared tfds name)")
     check_choice("model", config.model.name, models.MODEL_NAMES)
+    if config.eval.get("model", ""):
+        check_choice("eval.model", config.eval.model, models.MODEL_NAMES)
     check_choice("norm", config.model.norm, models.NORM_NAMES)
     check_choice("synthetic init", config.init, algorithms.INIT_NAMES)
     augment.parse_strategy(config.dsa_strategy)

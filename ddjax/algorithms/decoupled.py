@@ -60,6 +60,7 @@ def squeeze_config() -> ml_collections.ConfigDict:
         lr=5e-5, betas=[0.9, 0.999],
         bn="trained",               # trained | frozen (needs checkpoint: DomainBed freeze_bn)
         augment=True,               # random resized crop (0.7-1), flip, colour jitter 0.3, grayscale 0.1
+        flip=True,                  # False for digits (not mirror-symmetric)
         seed=0,
         checkpoint="",              # orbax dir of pretrained {"params", "batch_stats"} (docs/domain_generalization.md)
     ))
@@ -72,6 +73,7 @@ def relabel_config() -> ml_collections.ConfigDict:
         temperature=4.0,            # teacher softmax temperature
         crop_scale=[0.08, 1.0],     # RandomResizedCrop scale (SRe2L relabel)
         cutmix_alpha=1.0,
+        flip=True,                  # False for digits
         seed=0,
     ))
 
@@ -83,6 +85,7 @@ def sre2l_config() -> ml_collections.ConfigDict:
         batch_ipc=0,                # images of every class per batch (0: all of them, one batch)
         lr=0.25, betas=[0.5, 0.9],
         r_bn=0.01, first_bn_multiplier=10.0,
+        flip=True,                  # recover augmentation: random flip (False for digits) and a roll of <= H/8
         per_domain=False,           # "SRe2L per domain": one squeeze model per seen domain
         squeeze=squeeze_config(),
         relabel=relabel_config(),
@@ -149,10 +152,11 @@ def roll_jitter(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
     return jnp.roll(images, (dy, dx), axis=(1, 2))
 
 
-def recover_augment(key: jax.Array, images: jax.Array) -> jax.Array:
+def recover_augment(key: jax.Array, images: jax.Array, flip: bool = True) -> jax.Array:
     """Flip and roll (SRe2L recover's augmentation; its 224-pixel random resized crop is left out on small images)."""
     k_flip, k_roll = jax.random.split(key)
-    return roll_jitter(k_roll, random_flip(k_flip, images), max(1, images.shape[1] // 8))
+    x = random_flip(k_flip, images) if flip else images
+    return roll_jitter(k_roll, x, max(1, images.shape[1] // 8))
 
 
 def pick(tree: Any, index: jax.Array) -> Any:
@@ -227,11 +231,11 @@ def teacher_shape(squeeze_cfg: Any, num_classes: int, image_shape: tuple[int, in
 
 
 def sre2l_loss(x: jax.Array, aux: Any, y: jax.Array, teacher: dict, group: jax.Array, data: RecoverData,
-               key: jax.Array, *, model: nn.Module, r_bn: float, first_bn_multiplier: float
+               key: jax.Array, *, model: nn.Module, r_bn: float, first_bn_multiplier: float, flip: bool = True
                ) -> tuple[jax.Array, tuple[dict, Any]]:
     """SRe2L's recover loss on one (augmented) batch: CE + r_bn Σ_l ρ_l BN-statistics loss."""
     del aux, group, data
-    logits, layers = models.bn_inputs(model, teacher, recover_augment(key, x))
+    logits, layers = models.bn_inputs(model, teacher, recover_augment(key, x, flip))
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     bn = sum((first_bn_multiplier if i == 0 else 1.0) * bn_statistics_loss(maps, rm, rv)
              for i, (maps, rm, rv) in enumerate(layers))
@@ -249,7 +253,8 @@ def make_sre2l(config: Any, model: nn.Module, num_classes: int, image_shape: tup
     check_steps(config, "sre2l", hp.iterations, len(batches))
     tx = image_optimizer(hp.lr, hp.betas, hp.iterations)
     squeeze_model = squeeze.build_squeeze_model(hp.squeeze, num_classes)
-    loss = functools.partial(sre2l_loss, model=squeeze_model, r_bn=hp.r_bn, first_bn_multiplier=hp.first_bn_multiplier)
+    loss = functools.partial(sre2l_loss, model=squeeze_model, r_bn=hp.r_bn, first_bn_multiplier=hp.first_bn_multiplier,
+                             flip=hp.flip)
     shape = teacher_shape(hp.squeeze, num_classes, image_shape, groups_n)
     init = functools.partial(init_batched, batches=batches, tx=tx, teacher_shape=shape)
     step = functools.partial(batched_image_step, batches=batches, groups=groups, steps_per_visit=hp.iterations,
@@ -421,7 +426,7 @@ def relabel_view(state: DistillState, config: Any, name: str, *, psi_model: nn.M
         v, s = relabel_lib.relabel(jax.random.fold_in(key, g), model, pick(teachers, g), images[idx],
                                    num_views=r.views, temperature=r.temperature, crop_scale=tuple(r.crop_scale),
                                    cutmix_alpha=r.cutmix_alpha, psi_model=psi_model,
-                                   psi_params=state.extras.get("aux"), dsm=dsm)
+                                   psi_params=state.extras.get("aux"), dsm=dsm, flip=r.flip)
         views.append(v)
         soft.append(s)
     return {"images": jnp.concatenate(views), "labels": jnp.concatenate(soft)}

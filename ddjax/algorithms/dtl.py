@@ -50,6 +50,7 @@ def default_config() -> ml_collections.ConfigDict:
         batch_ipc=0,                # images per class-wise batch (B; 0: the whole class)
         lr=0.25, betas=[0.5, 0.9],  # image Adam (SRe2L's recover optimiser), cosine over a batch's iterations
         psi_lr=1e-3,                # ψ's Adam (Dumoulin et al.)
+        flip=True,                  # recover augmentation: random flip (False for digits) and a roll of <= H/8
         psi_width=32, psi_res_blocks=2,
         alpha_ce=1.0, beta_ce=1.0, alpha_style=1.0, beta_per_style=1.0,
         normalize=True,             # eqs. 8-9 (False: plain style losses, Table 4 row 1)
@@ -101,7 +102,7 @@ def dtl_loss(x: jax.Array, psi_params: Any, y: jax.Array, teacher: dict, group: 
              data: decoupled.RecoverData, key: jax.Array, *, model: nn.Module, psi: nn.Module | None, hp: Any
              ) -> tuple[jax.Array, tuple[dict, Any]]:
     """Eq. 12 on one class-wise batch (see the module docstring)."""
-    x = decoupled.recover_augment(key, x)
+    x = decoupled.recover_augment(key, x, hp.flip)
     logits, layers = models.bn_inputs(model, teacher, x)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     if hp.style_target == "average":  # eq. 6: the mean of the domain styles

@@ -106,18 +106,20 @@ def cutmix(key: jax.Array, images: jax.Array, alpha: float = 1.0) -> jax.Array:
 
 
 def squeeze_views(key: jax.Array, images: jax.Array, mean: jax.Array, std: jax.Array, *,
-                  crop_scale: tuple[float, float] = (0.7, 1.0)) -> jax.Array:
-    """DomainBed's training augmentation: random resized crop, flip, colour jitter 0.3, grayscale 0.1."""
+                  crop_scale: tuple[float, float] = (0.7, 1.0), flip: bool = True) -> jax.Array:
+    """DomainBed's training augmentation: random resized crop, flip (unless ``flip=False``: digits are not
+    mirror-symmetric), colour jitter 0.3, grayscale 0.1."""
     k_crop, k_flip, k_color, k_gray = jax.random.split(key, 4)
     x = random_resized_crop(k_crop, images, scale=crop_scale)
-    x = random_flip(k_flip, x)
+    x = random_flip(k_flip, x) if flip else x
     x = color_jitter(k_color, x, mean, std)
     return random_grayscale(k_gray, x, mean, std)
 
 
 def relabel_views(key: jax.Array, images: jax.Array, *, crop_scale: tuple[float, float] = (0.08, 1.0),
-                  cutmix_alpha: float = 1.0) -> jax.Array:
-    """SRe2L/FKD's relabel augmentation: random resized crop, flip, CutMix."""
+                  cutmix_alpha: float = 1.0, flip: bool = True) -> jax.Array:
+    """SRe2L/FKD's relabel augmentation: random resized crop, flip (unless ``flip=False``), CutMix."""
     k_crop, k_flip, k_mix = jax.random.split(key, 3)
-    x = random_flip(k_flip, random_resized_crop(k_crop, images, scale=crop_scale))
+    x = random_resized_crop(k_crop, images, scale=crop_scale)
+    x = random_flip(k_flip, x) if flip else x
     return cutmix(k_mix, x, cutmix_alpha)
