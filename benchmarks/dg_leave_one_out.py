@@ -3,9 +3,9 @@ generalisation"): for every held-out domain, distil from the other domains with 
 held-out domain's test split, with the library pieces the launcher uses (prepare → init/step → eval_view →
 ``evaluate_synthetic``), compiled once for all phases of a method.
 
-PYTHONPATH=. python benchmarks/dg_leave_one_out.py --config=configs/dtl_tiny.py --name=dtl [--set dtl.dsm=False]
-  [--eval_models=resnet18,convnet:32,resnet50:4] [--out=DIR]
-``--name=erm`` trains the validation network on all seen-domain training images instead (the "whole data" row).
+PYTHONPATH=. python benchmarks/dg_leave_one_out.py --run=dtl@configs/dtl_tiny.py \
+    --run=dtl_nodsm@configs/dtl_tiny.py@dtl.dsm=False --run=dtl_xarch@configs/dtl_tiny.py@@convnet:32,resnet50:4
+The name ``erm`` trains the validation network on all seen-domain training images instead (the "whole data" row).
 """
 from __future__ import annotations
 
@@ -70,33 +70,26 @@ def distil(config, dataset):
     return np.asarray(view["images"]), np.asarray(view["labels"]), loss, state
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--set", action="append", default=[])
-    parser.add_argument("--eval_models", default="")
-    parser.add_argument("--out", default="/tmp/dg/results")
-    args = parser.parse_args()
-    jax.config.update("jax_compilation_cache_dir", "/tmp/dg/jaxcache")
-    config = load_config(args.config, args.set)
+def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_dir: str) -> dict:
+    """Every leave-one-out phase of one method; writes ``<out_dir>/<name>.json``."""
+    config = load_config(config_path, sets)
     collection = collection_from_config(config)
     e = config.eval
-    specs = args.eval_models.split(",") if args.eval_models else [config.model.name]
+    specs = eval_models.split(",") if eval_models else [config.model.name]
     started = time.perf_counter()
-    out: dict = {"name": args.name, "config": args.config, "set": args.set, "ipc": config.ipc,
+    out: dict = {"name": name, "config": config_path, "set": sets, "ipc": config.ipc,
                  "domains": list(collection.domains), "leave_one_out": {s: {} for s in specs}}
     for held in range(collection.num_domains):
         seen = [i for i in range(collection.num_domains) if i != held]
         dataset = collection.load_many(seen)
         held_out = collection.load(held)  # only its test split is used
         test_x, test_y = held_out.test_images, held_out.test_labels
-        if args.name == "erm":
+        if name == "erm":
             images, labels = dataset.train_images, dataset.train_labels
         else:
             images, labels, loss, _ = distil(config, dataset)
-            print(f"{args.name} held-out {collection.domains[held]}: final loss {loss:.4f}, {len(images)} views",
-                  file=sys.stderr)
+            print(f"{name} held-out {collection.domains[held]}: final loss {loss:.4f}, {len(images)} views",
+                  file=sys.stderr, flush=True)
         for spec in specs:
             model = eval_model(spec, config, collection.num_classes)
             result = evaluate.evaluate_synthetic(
@@ -104,14 +97,31 @@ def main() -> None:
                 epochs=e.epochs, lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay, batch_size=e.batch_size,
                 dsa_strategy=e.dsa_strategy, num_classes=collection.num_classes)
             out["leave_one_out"][spec][collection.domains[held]] = result.to_dict()
-            print(f"  {spec} on {collection.domains[held]}: {result.mean:.4f} ± {result.std:.4f}", file=sys.stderr)
+            print(f"  {name} {spec} on {collection.domains[held]}: {result.mean:.4f} ± {result.std:.4f}",
+                  file=sys.stderr, flush=True)
     out["leave_one_out_mean"] = {s: float(np.mean([r["mean"] for r in out["leave_one_out"][s].values()]))
                                  for s in specs}
     out["seconds"] = time.perf_counter() - started
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"{args.name}.json"), "w", encoding="utf-8") as f:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1)
-    print(json.dumps({"name": args.name, "mean": out["leave_one_out_mean"], "seconds": round(out["seconds"])}))
+    print(json.dumps({"name": name, "mean": out["leave_one_out_mean"], "seconds": round(out["seconds"])}),
+          flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run", action="append", required=True,
+                        help="NAME@CONFIG[@key=value,key=value][@EVAL_MODELS]; several --run share compilations")
+    parser.add_argument("--out", default="/tmp/dg/results")
+    args = parser.parse_args()
+    jax.config.update("jax_compilation_cache_dir", "/tmp/dg/jaxcache")
+    for item in args.run:
+        parts = item.split("@")
+        name, config_path = parts[0], parts[1]
+        sets = [s for s in (parts[2].split(",") if len(parts) > 2 else []) if s]
+        run_one(name, config_path, sets, parts[3] if len(parts) > 3 else "", args.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from launch.dg import dg_config
 
 
 def get_config(arg: str = "10"):
-    config = dg_config("dtl", source="folder", ipc=int(arg), scale="paper", num_classes=7)
+    config = dg_config("dtl", source="folder", ipc=int(arg), scale="paper")
     config.domains.root = os.path.expanduser("~/data/PACS")
+    config.domains.names = "art_painting,cartoon,photo,sketch"   # DomainBed's PACS domains (ψ has one θ each)
     config.domains.image_size = 64
     return config

@@ -159,7 +159,8 @@ def squeeze_spec(squeeze_config: Any, dataset_name: str, seen: Sequence[str], co
     return {"dataset": dataset_name, "seen_domains": list(seen), "domain_sizes": [int(c) for c in counts],
             "image_shape": [int(d) for d in image_shape], "num_classes": int(num_classes), "model": s.model,
             "width": int(s.width), "steps": int(s.steps), "batch_size": int(s.batch_size), "lr": float(s.lr),
-            "betas": [float(b) for b in s.betas], "bn": s.bn, "augment": bool(s.augment), "flip": bool(s.flip), "seed": int(s.seed),
+            "betas": [float(b) for b in s.betas], "bn": s.bn, "augment": bool(s.augment), "flip": bool(s.flip),
+            "seed": int(s.seed),
             "checkpoint": os.path.abspath(s.checkpoint) if s.checkpoint else None}
 
 

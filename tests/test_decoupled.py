@@ -28,17 +28,15 @@ def _fast_compile():
 # ----------------------------------------------------------------------------------------------- batches
 
 
-def test_class_first_and_class_wise_batches_and_groups():
-    batches, groups = decoupled.recover_batches(3, 4, 2, order="class_first")
+def test_class_first_batches_and_groups():
+    batches, groups = decoupled.recover_batches(3, 4, 2)
     np.testing.assert_array_equal(batches, [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]])
     np.testing.assert_array_equal(groups, [0, 0])
-    batches, _ = decoupled.recover_batches(3, 4, 2, order="class_wise")
-    np.testing.assert_array_equal(batches, [[0, 1], [4, 5], [8, 9], [2, 3], [6, 7], [10, 11]])
-    batches, groups = decoupled.recover_batches(2, 4, 0, order="class_first", num_groups=2)  # per-domain blocks
+    batches, groups = decoupled.recover_batches(2, 4, 0, num_groups=2)  # per-domain blocks
     np.testing.assert_array_equal(batches, [[0, 1, 4, 5], [2, 3, 6, 7]])
     np.testing.assert_array_equal(groups, [0, 1])
     with pytest.raises(ConfigError, match="multiple of the 3 seen domains"):
-        decoupled.recover_batches(2, 4, 0, order="class_first", num_groups=3)
+        decoupled.recover_batches(2, 4, 0, num_groups=3)
 
 
 # -------------------------------------------------------------------------------------------------- DSM
@@ -72,7 +70,7 @@ def tiny_config(algorithm: str):
     hp.relabel.views = 2
     if algorithm == "dtl":
         hp.iterations, hp.steps_per_visit, hp.psi_width, hp.psi_res_blocks = 2, 1, 2, 1
-        c.steps = 2 * K
+        c.steps = 2
     elif algorithm == "sre2l":
         hp.iterations = 2
         c.steps = 2
@@ -132,9 +130,9 @@ def test_registered_method_two_steps_and_relabelled_view(name, dataset, tmp_path
     assert view["images"].shape == (2 * K * config.ipc,) + IMAGE_SHAPE
     assert view["labels"].shape == (2 * K * config.ipc, K)
     np.testing.assert_allclose(np.asarray(view["labels"]).sum(1), 1.0, atol=1e-5)
-    # the squeeze model is stored once and found again (same spec)
-    spec_dirs = list((tmp_path_factory.getbasetemp()).glob("pretrained*/squeeze/toy-*"))
-    assert spec_dirs
+    # the squeeze model went to the pretrained store, keyed by its seen domain
+    stored = list((tmp_path_factory.getbasetemp()).glob("pretrained*/squeeze/toy-*/spec.json"))
+    assert stored and '"seen_domains":["toy"]' in stored[-1].read_text()
 
 
 def test_dtl_stop_gradient_keeps_psi_losses_off_the_images(teacher, dataset):
@@ -148,14 +146,12 @@ def test_dtl_stop_gradient_keeps_psi_losses_off_the_images(teacher, dataset):
     x = jnp.asarray(dataset.train_images[:3])
     psi_params = psi.init(jax.random.PRNGKey(0), x, jnp.ones((3, 2)) / 2)
     y = jnp.arange(3) % K
-    grad_x, grad_psi = jax.grad(lambda a, p: dtl.dtl_loss(a, p, y, variables, 0, data, jax.random.PRNGKey(1),
-                                                          model=model, psi=psi, hp=hp)[0], argnums=(0, 1))(x, psi_params)
+    def loss(a, p):
+        return dtl.dtl_loss(a, p, y, variables, 0, data, jax.random.PRNGKey(1), model=model, psi=psi, hp=hp)[0]
+
+    grad_x, grad_psi = jax.grad(loss, argnums=(0, 1))(x, psi_params)
     assert float(jnp.max(jnp.abs(grad_x))) == 0.0
     assert float(optax_norm(grad_psi)) > 0.0
-    hp.alpha_style = 1.0  # the averaged style loss does move the images
-    grad_x = jax.grad(lambda a: dtl.dtl_loss(a, psi_params, y, variables, 0, data, jax.random.PRNGKey(1),
-                                             model=model, psi=psi, hp=hp)[0])(x)
-    assert float(jnp.max(jnp.abs(grad_x))) > 0.0
 
 
 def optax_norm(tree):

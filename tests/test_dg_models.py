@@ -33,7 +33,8 @@ def resnet50_formula(width: int, num_classes: int, in_ch: int = 3) -> int:
     for s, blocks in enumerate((3, 4, 6, 3)):
         planes = width * 2**s
         for b in range(blocks):
-            total += in_c * planes + bn(planes) + 9 * planes * planes + bn(planes) + planes * 4 * planes + bn(4 * planes)
+            total += in_c * planes + bn(planes) + 9 * planes * planes + bn(planes)
+            total += planes * 4 * planes + bn(4 * planes)
             if b == 0:  # the first block of every stage changes the width (stage 1: w -> 4w), so it projects
                 total += in_c * 4 * planes + bn(4 * planes)
             in_c = 4 * planes

@@ -34,7 +34,6 @@ from ddjax.augment.views import random_flip, random_resized_crop
 from ddjax.errors import ConfigError
 from ddjax.losses import bn_statistics_loss
 
-BATCH_ORDERS = ("class_first", "class_wise")
 
 
 class RecoverData(flax.struct.PyTreeNode):
@@ -107,14 +106,14 @@ def rded_config() -> ml_collections.ConfigDict:
 # ------------------------------------------------------------------------------------------------ batches
 
 
-def recover_batches(num_classes: int, ipc: int, batch_ipc: int, *, order: str, num_groups: int = 1
+def recover_batches(num_classes: int, ipc: int, batch_ipc: int, *, num_groups: int = 1
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Index batches into a class-major set of ``num_classes * ipc`` images: ``(batches (num_batches, B), group of
-    each batch (num_batches,))``.
+    """Index batches into a class-major set of ``num_classes * ipc`` images: ``(batches (num_batches, K * b), group
+    of each batch (num_batches,))``.
 
     The ``ipc`` images of a class are split into ``num_groups`` equal blocks (per-domain groups); each block into
-    chunks of ``batch_ipc``. ``class_first``: a batch holds one chunk of every class (SRe2L); ``class_wise``: a
-    batch holds one chunk of one class (DD for DG Algorithm 1, ``S_{k,m}``).
+    chunks of ``b = batch_ipc``; a batch holds one chunk of every class, class-major: SRe2L's class-first batch, or
+    DTL's K class-wise batches ``S_{1,m} .. S_{K,m}`` side by side.
     """
     if ipc % num_groups:
         raise ConfigError(f"ipc={ipc} must be a multiple of the {num_groups} seen domains for a per-domain set; "
@@ -127,13 +126,8 @@ def recover_batches(num_classes: int, ipc: int, batch_ipc: int, *, order: str, n
     for g in range(num_groups):
         for m in range(per_group // batch_ipc):
             j = g * per_group + m * batch_ipc + np.arange(batch_ipc)
-            if order == "class_first":
-                batches.append((np.arange(num_classes)[:, None] * ipc + j[None]).reshape(-1))
-                groups.append(g)
-            else:
-                for k in range(num_classes):
-                    batches.append(k * ipc + j)
-                    groups.append(g)
+            batches.append((np.arange(num_classes)[:, None] * ipc + j[None]).reshape(-1))
+            groups.append(g)
     return np.stack(batches).astype(np.int32), np.asarray(groups, np.int32)
 
 
@@ -248,13 +242,12 @@ def make_sre2l(config: Any, model: nn.Module, num_classes: int, image_shape: tup
     del model, mesh
     hp = config.sre2l
     groups_n = num_seen_domains(config) if hp.per_domain else 1
-    batches, groups = recover_batches(num_classes, config.ipc, hp.batch_ipc, order="class_first",
-                                      num_groups=groups_n)
+    batches, groups = recover_batches(num_classes, config.ipc, hp.batch_ipc, num_groups=groups_n)
     check_steps(config, "sre2l", hp.iterations, len(batches))
     tx = image_optimizer(hp.lr, hp.betas, hp.iterations)
     squeeze_model = squeeze.build_squeeze_model(hp.squeeze, num_classes)
-    loss = functools.partial(sre2l_loss, model=squeeze_model, r_bn=hp.r_bn, first_bn_multiplier=hp.first_bn_multiplier,
-                             flip=hp.flip)
+    loss = functools.partial(sre2l_loss, model=squeeze_model, r_bn=hp.r_bn,
+                             first_bn_multiplier=hp.first_bn_multiplier, flip=hp.flip)
     shape = teacher_shape(hp.squeeze, num_classes, image_shape, groups_n)
     init = functools.partial(init_batched, batches=batches, tx=tx, teacher_shape=shape)
     step = functools.partial(batched_image_step, batches=batches, groups=groups, steps_per_visit=hp.iterations,
@@ -279,7 +272,8 @@ def num_seen_domains(config: Any) -> int:
     """How many domains a phase learns from: every domain but the held-out one under ``leave_one_out``."""
     if not staged(config):
         return 1
-    total = _collection(config).num_domains
+    names = [n for n in str(config.domains.names).split(",") if n.strip()]
+    total = len(names) if names else _collection(config).num_domains  # names: no data needed to count them
     return total - 1 if config.domains.plan == "leave_one_out" else total
 
 
@@ -366,12 +360,12 @@ def prepare_rded(config: Any, dataset: Any, real: RealPool, mesh: Any, stream: A
     del mesh
     from ddjax.algorithms.base import sample_per_class  # noqa: PLC0415
     hp = config.rded
-    teachers, _, _ = load_teachers(config, hp, dataset, per_domain=False, stream=stream)
     smallest = int(np.min(np.asarray(real.counts)))
     if config.ipc * hp.factor ** 2 > hp.mipc * hp.num_crop or config.ipc > smallest * hp.num_crop:
         raise ConfigError(f"rded needs ipc * factor^2 = {config.ipc * hp.factor ** 2} patches per class from "
                           f"{min(hp.mipc, smallest)} candidate images x {hp.num_crop} crops; lower --config.ipc or "
                           "raise rded.mipc/num_crop")
+    teachers, _, _ = load_teachers(config, hp, dataset, per_domain=False, stream=stream)
     key = jax.random.PRNGKey(config.seed)
     mipc = min(hp.mipc, smallest)
     candidates = sample_per_class(jax.random.fold_in(key, 1), real, mipc)

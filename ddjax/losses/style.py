@@ -7,7 +7,8 @@ batch axes. "Dataset distillation for domain generalization" (DD for DG), Sec. 3
 - a set's (domain's) style (eq. 5): :math:`m = \mathbb{E}_i[\mu_i]`, :math:`s^2 = \mathbb{E}_i[\sigma_i^2]`;
 - the normalised style loss (eqs. 8-9): :math:`\mathrm{mean}_c((m - m_t)/\mathrm{std}_c(m_t))^2 +
   \mathrm{mean}_c((s - s_t)/\mathrm{std}_c(s_t))^2`;
-- SRe2L's BN-statistics loss: :math:`\|\mathrm{mean}_{bhw} F - \mu_{run}\|_2 + \|\mathrm{var}_{bhw} F - \sigma^2_{run}\|_2`
+- SRe2L's BN-statistics loss:
+  :math:`\|\mathrm{mean}_{bhw} F - \mu_{run}\|_2 + \|\mathrm{var}_{bhw} F - \sigma^2_{run}\|_2`
   (``VILA-Lab/SRe2L:recover/utils.py:BNFeatureHook``).
 """
 from __future__ import annotations

@@ -24,8 +24,9 @@ from ddjax.models.style_transfer import ConditionalInstanceNorm, StyleTransfer, 
 
 MODEL_NAMES = ("convnet", "resnet18", "resnet50")
 
-__all__ = ["build_from_config", "ACTIVATION_NAMES", "MODEL_NAMES", "NORM_NAMES", "OUTPUT_NAMES", "POOLING_NAMES", "ConvNet", "ResNet18",
-           "ResNet50", "ConditionalInstanceNorm", "StyleTransfer", "bn_inputs", "domain_weights", "apply_model", "build_model", "count_params", "init_model"]
+__all__ = ["build_from_config", "ACTIVATION_NAMES", "MODEL_NAMES", "NORM_NAMES", "OUTPUT_NAMES", "POOLING_NAMES",
+           "ConvNet", "ResNet18", "ResNet50", "ConditionalInstanceNorm", "StyleTransfer", "bn_inputs", "domain_weights",
+           "apply_model", "build_model", "count_params", "init_model"]
 
 
 def build_model(name: str, num_classes: int, *, width: int | None = None, depth: int = 3, norm: str | None = None,
