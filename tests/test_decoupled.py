@@ -11,18 +11,12 @@ from ddjax import algorithms, models, relabel, squeeze
 from ddjax.algorithms import decoupled, dtl
 from ddjax.errors import CheckpointError, ConfigError, DataNotFoundError
 from launch.config import base_config
+from fast_compile import fast_compile  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 IMAGE_SHAPE = (6, 6, 3)
 K = 3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-    """Values, not speed, are tested here: XLA's optimisation passes would dominate the time."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
 
 
 # ----------------------------------------------------------------------------------------------- batches

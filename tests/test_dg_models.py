@@ -9,15 +9,9 @@ import pytest
 from ddjax import models
 from ddjax.errors import ConfigError
 from ddjax.models.convnet import InstanceNorm
+from fast_compile import fast_compile  # noqa: F401  (fixture)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-    """These tests check values, not speed: XLA's optimisation passes dominate their time (flax's own tests do this)."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _abstract_count(model, shape):
