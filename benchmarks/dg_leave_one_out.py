@@ -5,7 +5,8 @@ held-out domain's test split, with the library pieces the launcher uses (prepare
 
 PYTHONPATH=. python benchmarks/dg_leave_one_out.py --run=dtl@configs/dtl_tiny.py \
     --run=dtl_nodsm@configs/dtl_tiny.py@dtl.dsm=False --run=dtl_xarch@configs/dtl_tiny.py@@convnet:32,resnet50:4
-The name ``erm`` trains the validation network on all seen-domain training images instead (the "whole data" row).
+The name ``erm`` trains the validation network on all seen-domain training images instead (the "whole data" row),
+``random_real`` on IPC random real seen-domain images with hard labels.
 """
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
         test_x, test_y = held_out.test_images, held_out.test_labels
         if name == "erm":
             images, labels = dataset.train_images, dataset.train_labels
+        elif name == "random_real":  # IPC random real images of the seen domains, hard labels
+            images, labels = evaluate.random_real_subset(jax.random.PRNGKey(held), dataset.train_images,
+                                                         dataset.train_labels, config.ipc, dataset.num_classes)
         else:
             images, labels, loss, _ = distil(config, dataset)
             print(f"{name} held-out {collection.domains[held]}: final loss {loss:.4f}, {len(images)} views",
