@@ -30,6 +30,15 @@ RESNET50_STAGE_SIZES = (3, 4, 6, 3)
 BOTTLENECK_EXPANSION = 4
 
 
+def residual_out(h: jax.Array, x: jax.Array, out_ch: int, stride: int, norm: str, train: bool, act) -> jax.Array:
+    """``act(h + shortcut(x))``, the shortcut a projection ``conv1x1(stride) -> norm`` when the shape changes (call
+    inside a block's compact ``__call__``: its layers are named ``shortcut_conv``/``shortcut_norm`` there)."""
+    if stride != 1 or x.shape[-1] != out_ch:
+        x = torch_conv(out_ch, x.shape[-1], 1, stride=stride, padding=0, use_bias=False, name="shortcut_conv")(x)
+        x = make_norm(norm, train, name="shortcut_norm")(x)
+    return act(h + x)
+
+
 class BasicBlock(nn.Module):
     """ResNet BasicBlock (expansion 1) with a projection shortcut when stride or width changes."""
 
@@ -46,11 +55,7 @@ class BasicBlock(nn.Module):
         h = act(make_norm(self.norm, train, name="norm1")(h))
         h = torch_conv(self.features, self.features, 3, padding=1, use_bias=False, name="conv2")(h)
         h = make_norm(self.norm, train, name="norm2")(h)
-        if self.stride != 1 or in_ch != self.features:
-            x = torch_conv(self.features, in_ch, 1, stride=self.stride, padding=0, use_bias=False,
-                           name="shortcut_conv")(x)
-            x = make_norm(self.norm, train, name="shortcut_norm")(x)
-        return act(h + x)
+        return residual_out(h, x, self.features, self.stride, self.norm, train, act)
 
 
 class Bottleneck(nn.Module):
@@ -72,10 +77,7 @@ class Bottleneck(nn.Module):
         h = act(make_norm(self.norm, train, name="norm2")(h))
         h = torch_conv(out_ch, self.features, 1, padding=0, use_bias=False, name="conv3")(h)
         h = make_norm(self.norm, train, name="norm3")(h)
-        if self.stride != 1 or in_ch != out_ch:
-            x = torch_conv(out_ch, in_ch, 1, stride=self.stride, padding=0, use_bias=False, name="shortcut_conv")(x)
-            x = make_norm(self.norm, train, name="shortcut_norm")(x)
-        return act(h + x)
+        return residual_out(h, x, out_ch, self.stride, self.norm, train, act)
 
 
 def _resnet_body(x: jax.Array, train: bool, *, width: int, norm: str, activation: str, block: Any,
