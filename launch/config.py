@@ -69,6 +69,8 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         # IDC also uses batch_size 64 and cutmix_p 0.5: see use_idc_evaluation). ddjax.evaluate documents both.
         protocol="dm",
         cutmix_p=0.0,               # CutMix probability per training batch (IDC's mix_p); 0: off
+        model="",                   # evaluation network ("": config.model; else a MODEL_NAMES entry, cross-arch)
+        width=0,                    # its width (0: config.model.width)
     ))
     c[algorithm] = algorithms.default_config(algorithm)
     return c
@@ -102,6 +104,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(data_name, str) or not data_name:
         raise ConfigError(f"data.name must be a dataset name ({', '.join(DATASET_NAMES)}, or a prepared tfds name)")
     check_choice("model", config.model.name, models.MODEL_NAMES)
+    if config.eval.get("model", ""):
+        check_choice("eval.model", config.eval.model, models.MODEL_NAMES)
     check_choice("norm", config.model.norm, models.NORM_NAMES)
     check_choice("synthetic init", config.init, algorithms.INIT_NAMES)
     augment.parse_strategy(config.dsa_strategy)

@@ -169,7 +169,7 @@ def save_image_grid(path: str | os.PathLike, images: Any, labels: Any, num_class
     Args:
       images: float ``(N, H, W, C)`` pixels in [0, 1] (values are clipped, NaN drawn as 0), ``C`` 1 (grayscale
         PNG) or 3 (RGB PNG). Use ``Dataset.to_pixels`` first for normalised images.
-      labels: int ``(N,)`` in ``[0, num_classes)``.
+      labels: int ``(N,)`` in ``[0, num_classes)``, or soft ``(N, num_classes)`` (drawn by their argmax).
       num_classes: number of rows; a class with no image gets an empty row.
       class_names: optional names (one per class) drawn in a label column on the left.
       gap, min_cell, scale: layout, see :func:`grid_layout`; columns = the largest per-class count (at least 1),
@@ -183,6 +183,8 @@ def save_image_grid(path: str | os.PathLike, images: Any, labels: Any, num_class
 
     images = np.asarray(images, dtype=np.float32)
     labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[0] == images.shape[0] and np.issubdtype(labels.dtype, np.floating):
+        labels = labels.argmax(axis=1)  # soft labels (relabelled sets): drawn in their most likely class's row
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ConfigError(f"save_image_grid needs images of shape (N, H, W, C) with C 1 or 3, got {images.shape}")
     if labels.shape != (images.shape[0],):

@@ -36,8 +36,14 @@ from launch.config import config_to_dict, validate_config
 
 
 def build_eval_model(config: ml_collections.ConfigDict, num_classes: int):
-    """The network trained on the synthetic set (the distillation model, as in the reference 'SS' eval mode)."""
-    return models.build_from_config(config.model, num_classes)
+    """The network trained on the synthetic set: the distillation model (the reference 'SS' eval mode), or
+    ``config.eval.model`` (width ``config.eval.width``, that model's default norm) for cross-architecture runs."""
+    name = config.eval.get("model", "")
+    if not name:
+        return models.build_from_config(config.model, num_classes)
+    m = config.model
+    return models.build_model(name, num_classes, width=config.eval.width or m.width, depth=m.depth,
+                              norm=m.norm if name == m.name else None, pooling=m.pooling)
 
 
 def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, images, labels,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-from ddjax.algorithms import dm, dream, gradient_matching, idc, iid, m3d, trajectory
+from ddjax.algorithms import decoupled, dm, dream, dtl, gradient_matching, idc, iid, m3d, trajectory
 from ddjax.algorithms.base import (Algorithm, DistillState, INIT_NAMES, RealPool, SyntheticSet, init_synthetic,
                                    make_real_pool, sample_per_class)
 from ddjax.errors import check_choice
@@ -50,6 +50,12 @@ REGISTRY: dict[str, Entry] = {
                  eval_view=lambda state, config: trajectory.eval_view(state, config.mtt)),
     "satm": Entry(make=trajectory.make_satm, default_config=trajectory.satm_config, prepare=trajectory.prepare_satm,
                   eval_view=lambda state, config: trajectory.eval_view(state, config.satm)),
+    # Decoupled distillation (squeeze in prepare, recover as (init, step), relabel in eval_view).
+    "sre2l": Entry(make=decoupled.make_sre2l, default_config=decoupled.sre2l_config, prepare=decoupled.prepare_sre2l,
+                   eval_view=lambda state, config: decoupled.relabel_view(state, config, "sre2l")),
+    "rded": Entry(make=decoupled.make_rded, default_config=decoupled.rded_config, prepare=decoupled.prepare_rded,
+                  eval_view=lambda state, config: decoupled.relabel_view(state, config, "rded")),
+    "dtl": Entry(make=dtl.make, default_config=dtl.default_config, prepare=dtl.prepare, eval_view=dtl.eval_view),
 }
 ALGORITHM_NAMES = tuple(REGISTRY)
 

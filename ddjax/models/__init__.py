@@ -19,11 +19,13 @@ import jax.numpy as jnp
 from ddjax.errors import ConfigError, check_choice
 from ddjax.models.convnet import (ACTIVATION_NAMES, NORM_NAMES, OUTPUT_NAMES, POOLING_NAMES, ConvNet,
                                   check_output)
-from ddjax.models.resnet import ResNet18
+from ddjax.models.resnet import ResNet18, ResNet50
+from ddjax.models.style_transfer import ConditionalInstanceNorm, StyleTransfer, bn_inputs, domain_weights
 
-MODEL_NAMES = ("convnet", "resnet18")
+MODEL_NAMES = ("convnet", "resnet18", "resnet50")
 
-__all__ = ["build_from_config", "ACTIVATION_NAMES", "MODEL_NAMES", "NORM_NAMES", "OUTPUT_NAMES", "POOLING_NAMES", "ConvNet", "ResNet18",
+__all__ = ["build_from_config", "ACTIVATION_NAMES", "MODEL_NAMES", "NORM_NAMES", "OUTPUT_NAMES", "POOLING_NAMES",
+           "ConvNet", "ResNet18", "ResNet50", "ConditionalInstanceNorm", "StyleTransfer", "bn_inputs", "domain_weights",
            "apply_model", "build_model", "count_params", "init_model"]
 
 
@@ -32,8 +34,8 @@ def build_model(name: str, num_classes: int, *, width: int | None = None, depth:
     """Build a model by name (one of :data:`MODEL_NAMES`); all names are validated for every model.
 
     ``width``/``norm`` default to the model's own defaults when ``None``: ConvNet width 128, norm ``"instance"``;
-    ResNet-18 width 64 (the first stage; stages are w, 2w, 4w, 8w), norm ``"batch"``. ResNet-18 ignores
-    ``depth`` and ``pooling`` (its depth and pooling are fixed), so one config can drive either model.
+    ResNet-18/50 width 64 (the first stage; stages are w, 2w, 4w, 8w), norm ``"batch"``. The ResNets ignore
+    ``depth`` and ``pooling`` (their depth and pooling are fixed), so one config can drive any model.
     """
     check_choice("model", name, MODEL_NAMES)
     if norm is not None:
@@ -43,8 +45,9 @@ def build_model(name: str, num_classes: int, *, width: int | None = None, depth:
     if name == "convnet":
         return ConvNet(num_classes, width=128 if width is None else width, depth=depth,
                        norm="instance" if norm is None else norm, pooling=pooling, activation=activation)
-    return ResNet18(num_classes, width=64 if width is None else width, norm="batch" if norm is None else norm,
-                    activation=activation)
+    resnet = ResNet18 if name == "resnet18" else ResNet50
+    return resnet(num_classes, width=64 if width is None else width, norm="batch" if norm is None else norm,
+                  activation=activation)
 
 
 def build_from_config(model_config: Any, num_classes: int) -> nn.Module:

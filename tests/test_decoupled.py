@@ -1,0 +1,229 @@
+"""Decoupled distillation (SRe2L, RDED, DTL + DSM): batch layouts, DSM's λ distribution, DTL's stop-gradient,
+two jitted steps and the relabelled view of every registered method, a leave-one-domain-out leak check, and one-line
+errors for bad input."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from ddjax import algorithms, models, relabel, squeeze
+from ddjax.algorithms import decoupled, dtl
+from ddjax.errors import CheckpointError, ConfigError, DataNotFoundError
+from launch.config import base_config
+from fast_compile import fast_compile  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
+IMAGE_SHAPE = (6, 6, 3)
+K = 3
+
+
+# ----------------------------------------------------------------------------------------------- batches
+
+
+def test_class_first_batches_and_groups():
+    batches, groups = decoupled.recover_batches(3, 4, 2)
+    np.testing.assert_array_equal(batches, [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]])
+    np.testing.assert_array_equal(groups, [0, 0])
+    batches, groups = decoupled.recover_batches(2, 4, 0, num_groups=2)  # per-domain blocks
+    np.testing.assert_array_equal(batches, [[0, 1, 4, 5], [2, 3, 6, 7]])
+    np.testing.assert_array_equal(groups, [0, 1])
+    with pytest.raises(ConfigError, match="multiple of the 3 seen domains"):
+        decoupled.recover_batches(2, 4, 0, num_groups=3)
+
+
+# -------------------------------------------------------------------------------------------------- DSM
+
+
+def test_dsm_mixing_ratio_follows_beta_0_1():
+    n = 20000
+    w = np.asarray(relabel.dsm_weights(jax.random.PRNGKey(0), n, 1000))  # 1000 domains: e == e' in 0.1% of rows
+    np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-5)
+    top = np.sort(w, axis=1)[:, -1]  # max(λ, 1 - λ) when e != e'
+    def folded(lam):  # in float32 as ψ's weights: Beta(0.1, 0.1) puts much mass within 1e-8 of 0 and 1
+        return np.maximum(lam, 1 - lam).astype(np.float32)
+
+    assert stats.ks_2samp(top, folded(np.random.default_rng(0).beta(0.1, 0.1, n))).statistic < 0.03
+    # the test can tell Beta(0.1, 0.1) from a flatter Beta(0.5, 0.5)
+    assert stats.ks_2samp(top, folded(np.random.default_rng(1).beta(0.5, 0.5, n))).statistic > 0.1
+    assert np.mean(top > 0.95) > 0.5  # Beta(0.1, 0.1) puts most mass near 0 and 1
+
+
+# ------------------------------------------------------------------------------------- a tiny pipeline
+
+
+def tiny_config(algorithm: str):
+    c = base_config(algorithm)
+    c.ipc = 2
+    c.init = "noise"
+    hp = c[algorithm]
+    hp.squeeze.width = 2
+    hp.squeeze.steps = 3
+    hp.squeeze.lr = 1e-3
+    hp.relabel.views = 2
+    if algorithm == "dtl":
+        hp.iterations, hp.steps_per_visit, hp.psi_width, hp.psi_res_blocks = 2, 1, 2, 1
+        c.steps = 2
+    elif algorithm == "sre2l":
+        hp.iterations = 2
+        c.steps = 2
+    else:
+        hp.mipc = 4
+        c.steps = 1
+    return c
+
+
+class FakeDataset:
+    name = "toy"
+    num_classes = K
+    image_shape = IMAGE_SHAPE
+    mean = np.full(3, 0.5, np.float32)
+    std = np.full(3, 0.25, np.float32)
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.train_labels = np.repeat(np.arange(K), 6).astype(np.int32)
+        self.train_images = (rng.normal(size=(len(self.train_labels),) + IMAGE_SHAPE)
+                             + self.train_labels[:, None, None, None]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return FakeDataset()
+
+
+@pytest.fixture(scope="module")
+def teacher(dataset):
+    c = tiny_config("dtl")
+    model = squeeze.build_squeeze_model(c.dtl.squeeze, K)
+    variables, losses = squeeze.train_squeeze(jax.random.PRNGKey(0), model, [(dataset.train_images,
+                                              dataset.train_labels)], mean=dataset.mean, std=dataset.std, steps=3,
+                                              batch_size=4, lr=1e-3)
+    assert losses.shape == (3,) and np.all(np.isfinite(losses))
+    return model, variables
+
+
+@pytest.mark.parametrize("name", ["sre2l", "rded", "dtl"])
+def test_registered_method_two_steps_and_relabelled_view(name, dataset, tmp_path_factory):
+    config = tiny_config(name)
+    config.pretrained_dir = str(tmp_path_factory.mktemp("pretrained"))
+    real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, K)
+    algo = algorithms.get_algorithm(config, None, K, IMAGE_SHAPE)
+    data = algorithms.prepare_data(config, dataset, real)
+    synthetic = algorithms.init_synthetic(jax.random.PRNGKey(1), real, config.ipc, config.init)
+    state = algo.init(jax.random.PRNGKey(2), synthetic)
+    step = jax.jit(algo.step)
+    before = jax.tree.structure(state)
+    for _ in range(min(2, config.steps)):
+        state, metrics = step(state, data)
+        assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert jax.tree.structure(state) == before
+    assert not np.allclose(state.synthetic.images, synthetic.images)
+    view = algorithms.eval_view(state, config)
+    assert view["images"].shape == (2 * K * config.ipc,) + IMAGE_SHAPE
+    assert view["labels"].shape == (2 * K * config.ipc, K)
+    np.testing.assert_allclose(np.asarray(view["labels"]).sum(1), 1.0, atol=1e-5)
+    # the squeeze model went to the pretrained store, keyed by its seen domain
+    stored = list((tmp_path_factory.getbasetemp()).glob("pretrained*/squeeze/toy-*/spec.json"))
+    assert stored and '"seen_domains":["toy"]' in stored[-1].read_text()
+
+
+def test_dtl_stop_gradient_keeps_psi_losses_off_the_images(teacher, dataset):
+    model, variables = teacher
+    c = tiny_config("dtl")
+    hp = c.dtl
+    hp.alpha_ce = hp.alpha_style = 0.0  # only ψ's terms left
+    styles = dtl.domain_styles(model, variables, [(dataset.train_images[:9], None), (dataset.train_images[9:], None)])
+    data = decoupled.RecoverData(teacher=None, pixel_low=-9.0, pixel_high=9.0, styles=styles)
+    psi = dtl.build_psi(hp, 2)
+    x = jnp.asarray(dataset.train_images[:3])
+    psi_params = psi.init(jax.random.PRNGKey(0), x, jnp.ones((3, 2)) / 2)
+    y = jnp.arange(3) % K
+    def loss(a, p):
+        return dtl.dtl_loss(a, p, y, variables, 0, data, jax.random.PRNGKey(1), model=model, psi=psi, hp=hp)[0]
+
+    grad_x, grad_psi = jax.grad(loss, argnums=(0, 1))(x, psi_params)
+    assert float(jnp.max(jnp.abs(grad_x))) == 0.0
+    assert float(optax_norm(grad_psi)) > 0.0
+
+
+def optax_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+
+
+def test_relabel_soft_labels_are_the_teacher_softmax_on_each_view(teacher, dataset):
+    model, variables = teacher
+    x = jnp.asarray(dataset.train_images[:4])
+    views, soft = relabel.relabel(jax.random.PRNGKey(0), model, variables, x, num_views=3, temperature=2.0)
+    assert views.shape == (12,) + IMAGE_SHAPE
+    want = jax.nn.softmax(model.apply(variables, views, train=False) / 2.0)
+    np.testing.assert_allclose(soft, want, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- leak check
+
+
+def test_leave_one_out_phase_never_sees_the_held_out_domain(monkeypatch):
+    from launch.domains import collection_from_config
+    config = tiny_config("dtl")
+    config.domains.source = "styled"
+    config.domains.base = "digits"
+    config.domains.plan = "leave_one_out"
+    collection = collection_from_config(config)
+    held = 1
+    seen = [i for i in range(collection.num_domains) if i != held]
+    phase = collection.load_many(seen)
+    seen_calls = []
+
+    def fake_squeeze(squeeze_config, dataset_name, names, domains, **kwargs):
+        seen_calls.append((list(names), np.concatenate([x for x, _ in domains])))
+        model = squeeze.build_squeeze_model(squeeze_config, kwargs["num_classes"])
+        return models.init_model(model, jax.random.PRNGKey(0), collection.image_shape), "nowhere"
+
+    monkeypatch.setattr(squeeze, "load_or_make_squeeze", fake_squeeze)
+    _, names, domains = decoupled.load_teachers(config, config.dtl, phase, per_domain=False)
+    assert collection.domains[held] not in names and len(names) == collection.num_domains - 1
+    used = np.concatenate([x for x, _ in domains])
+    np.testing.assert_array_equal(used, phase.train_images)  # exactly the phase's data, in order
+    held_out = collection.load(held).train_images.reshape(-1, int(np.prod(collection.image_shape)))
+    rows = {r.tobytes() for r in used.reshape(len(used), -1)}
+    assert not any(r.tobytes() in rows for r in held_out)
+    assert collection.domains[held] not in seen_calls[0][0]
+    # per-domain SRe2L: one squeeze model per seen domain, none for the held-out one
+    seen_calls.clear()
+    decoupled.load_teachers(config, config.dtl, phase, per_domain=True)
+    assert [c[0] for c in seen_calls] == [[collection.domains[i]] for i in seen]
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_one_clear_line(dataset, tmp_path):
+    model = squeeze.build_squeeze_model(tiny_config("dtl").dtl.squeeze, K)
+    data = [(dataset.train_images, dataset.train_labels)]
+    with pytest.raises(ConfigError, match="bn='trained'"):
+        squeeze.train_squeeze(jax.random.PRNGKey(0), model, data, mean=0.5, std=0.25, bn="frozen")
+    with pytest.raises(ConfigError, match="unknown squeeze bn mode"):
+        squeeze.train_squeeze(jax.random.PRNGKey(0), model, data, mean=0.5, std=0.25, bn="running")
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        squeeze.merge_checkpoint({}, str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="at least one seen domain"):
+        squeeze.stack_domains([])
+    c = tiny_config("sre2l")
+    c.steps = 5
+    with pytest.raises(ConfigError, match="--config.steps=2"):
+        algorithms.get_algorithm(c, None, K, IMAGE_SHAPE)
+    c = tiny_config("dtl")
+    c.dtl.transfer = False
+    with pytest.raises(ConfigError, match="dtl.dsm"):
+        algorithms.get_algorithm(c, None, K, IMAGE_SHAPE)
+    c = tiny_config("rded")
+    c.ipc = 30  # more than a class's 6 images x 5 crops
+    real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, K)
+    with pytest.raises(ConfigError, match="lower --config.ipc"):
+        algorithms.prepare_data(c, dataset, real)
+    with pytest.raises(ConfigError, match="DSM"):
+        relabel.relabel(jax.random.PRNGKey(0), model, {}, dataset.train_images[:2], num_views=1, dsm=True)
+    for err in (CheckpointError, ConfigError, DataNotFoundError):
+        assert issubclass(err, Exception)
