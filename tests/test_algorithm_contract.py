@@ -8,6 +8,8 @@ round-trips an orbax checkpoint (``launch.checkpoint``) exactly. A new algorithm
 """
 from __future__ import annotations
 
+import tempfile
+import types
 from typing import Any, Callable, NamedTuple
 
 import chex
@@ -50,6 +52,20 @@ def _teacher_pool(config, pool, model) -> dict:
     return {"real": pool, "teachers": stacked}
 
 
+def _squeeze_data(config, pool, model):
+    """SRe2L/RDED/DTL's data: ``Entry.prepare`` trains a 3-step squeeze model of width 2 on the pool (stored in a
+    temporary pretrained store), as the launcher would."""
+    counts = np.asarray(pool.counts)
+    images = np.concatenate([np.asarray(pool.images[c, :n]) for c, n in enumerate(counts)])
+    labels = np.repeat(np.arange(K), counts).astype(np.int32)
+    dataset = types.SimpleNamespace(name="toy", num_classes=K, image_shape=SHAPE, train_images=images,
+                                    train_labels=labels, mean=np.full(1, 0.5, np.float32),
+                                    std=np.full(1, 0.25, np.float32))
+    config.pretrained_dir = tempfile.mkdtemp(prefix="ddjax-contract-")
+    return algorithms.prepare_data(config, dataset, pool)
+
+
+_SQUEEZE = {"squeeze.width": 2, "squeeze.steps": 3, "relabel.views": 2}
 _DC = {"batch_real": 4, "outer_loop": 2, "inner_loop": 1, "batch_train": 4}
 _TRAJECTORY = {"syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1, "batch_syn": 4, "scan_unroll": 1,
                "experts.num_experts": 2}
@@ -69,6 +85,10 @@ TINY: dict[str, Tiny] = {
     "mtt": Tiny({f"mtt.{k}": v for k, v in _TRAJECTORY.items()}, _expert_buffer),
     "satm": Tiny({**{f"satm.{k}": v for k, v in _TRAJECTORY.items()}, "satm.truncate": 1, "satm.ema_decay": 0.9},
                  _expert_buffer),
+    "sre2l": Tiny({**{f"sre2l.{k}": v for k, v in _SQUEEZE.items()}, "sre2l.iterations": 2, "steps": 2}, _squeeze_data),
+    "rded": Tiny({**{f"rded.{k}": v for k, v in _SQUEEZE.items()}, "rded.mipc": 4, "steps": 1}, _squeeze_data),
+    "dtl": Tiny({**{f"dtl.{k}": v for k, v in _SQUEEZE.items()}, "dtl.iterations": 2, "dtl.steps_per_visit": 1, "steps": 2,
+                 "dtl.psi_width": 2, "dtl.psi_res_blocks": 1}, _squeeze_data),
 }
 
 
