@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-from ddjax.algorithms import dm, dream, gradient_matching, idc, iid, m3d, trajectory
+from ddjax.algorithms import didd, dm, dream, gradient_matching, idc, iid, m3d, trajectory
 from ddjax.algorithms.base import (Algorithm, DistillState, INIT_NAMES, RealPool, SyntheticSet, init_synthetic,
                                    make_real_pool, sample_per_class)
 from ddjax.errors import check_choice
@@ -42,6 +42,7 @@ REGISTRY: dict[str, Entry] = {
                  eval_view=lambda state, config: trajectory.eval_view(state, config.mtt)),
     "satm": Entry(make=trajectory.make_satm, default_config=trajectory.satm_config, prepare=trajectory.prepare_satm,
                   eval_view=lambda state, config: trajectory.eval_view(state, config.satm)),
+    "didd": Entry(make=didd.make, default_config=didd.default_config),
 }
 ALGORITHM_NAMES = tuple(REGISTRY)
 
