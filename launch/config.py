@@ -41,6 +41,20 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         zca=False,
         zca_regularization=0.1,
     ))
+    # A run over several domains (ddjax.data.domains; launch.staged): off while source is "".
+    c.domains = ml_collections.ConfigDict(dict(
+        source="",                  # "" (off: one dataset, config.data) | rotated | styled | folder
+        base="digits",              # rotated/styled: the dataset rotated or styled (digits | fashion_mnist)
+        num_domains=0,              # 0: the source's default (rotated: 20; styled/folder: every domain)
+        angle_step=9.0,             # rotated: degrees between consecutive domains (domain k at k * angle_step)
+        root="",                    # folder: DIR holding DIR/<domain>/<class>/*.png|jpg (DomainBed layout)
+        names="",                   # comma-separated subset of domains, in the wanted order ("": all)
+        order="default",            # default | random (a permutation drawn with order_seed; DIDD Table 5)
+        order_seed=0,
+        image_size=0,               # square side; 0: the base size (rotated/styled), 32 (folder)
+        split_seed=0,               # folder: DomainBed's trial seed of the per-domain 8:2 split
+        plan="stream",              # stream | joint | gather | leave_one_out (launch.staged); steps = per phase
+    ))
     c.model = ml_collections.ConfigDict(dict(name="convnet", width=128, depth=3, norm="instance", pooling="avg"))
 
     c.eval = ml_collections.ConfigDict(dict(
@@ -84,6 +98,30 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _positive(config, "eval.every", minimum=0)
     if config.data.zca_regularization <= 0:
         raise ConfigError(f"data.zca_regularization must be > 0, got {config.data.zca_regularization}")
+    _validate_domains(config)
+
+
+def _validate_domains(config: ml_collections.ConfigDict) -> None:
+    """``config.domains`` (when ``source`` is set): names, ranges, and no ZCA (one whitening per domain set)."""
+    d = config.get("domains")
+    if d is None or not d.source:
+        return
+    from ddjax.continual import PLAN_NAMES  # noqa: PLC0415  (ddjax.continual imports nothing from launch)
+    from ddjax.data.domains import BASE_NAMES, DOMAIN_ORDERS, DOMAIN_SOURCES  # noqa: PLC0415
+    check_choice("domains.source", d.source, DOMAIN_SOURCES)
+    check_choice("domains.order", d.order, DOMAIN_ORDERS)
+    check_choice("domains.plan", d.plan, PLAN_NAMES)
+    if d.source in ("rotated", "styled"):
+        check_choice("domains.base dataset", d.base, BASE_NAMES)
+    if d.source == "folder" and not d.root:
+        raise ConfigError("domains.source=folder needs --config.domains.root=DIR (DIR/<domain>/<class>/*.png|jpg)")
+    for path in ("domains.num_domains", "domains.image_size"):
+        _positive(config, path, minimum=0)
+    if not d.angle_step > 0:
+        raise ConfigError(f"domains.angle_step must be > 0 degrees, got {d.angle_step}; DIDD's R-MNIST: 9")
+    if config.data.zca:
+        raise ConfigError("data.zca is not supported with config.domains (one normalisation spans every domain); "
+                          "set --config.data.zca=False")
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:

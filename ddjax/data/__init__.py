@@ -5,12 +5,16 @@
 * ``digits`` (embedded, no download), ``fashion_mnist`` (prepared offline through tfds without TensorFlow), or any
   tfds dataset already prepared as array_record in ``data_dir`` (default ``$DDJAX_DATA_DIR`` or
   ``~/.cache/ddjax/tfds``).
+* :func:`load_domains` → :class:`DomainCollection`: an ordered list of domains (rotated copies, styled renderings
+  of a base dataset, or DomainBed-layout folders) sharing one label space and one normalisation, each domain
+  built lazily as a :class:`Dataset` (:mod:`ddjax.data.domains`).
 * Pure helpers: :func:`channel_stats`, :func:`normalize`, :func:`denormalize`, :func:`fit_zca`,
   :class:`ZCAWhitening` (``apply`` / ``invert``).
 
 ``tensorflow_datasets`` is imported only when a tfds dataset is asked for.
 """
 from ddjax.data.dataset import DATASET_NAMES, Dataset, load_dataset
+from ddjax.data.domains import DOMAIN_SOURCES, STYLE_NAMES, DomainCollection, load_domains
 from ddjax.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays
 from ddjax.data.preprocess import ZCAWhitening, channel_stats, denormalize, fit_zca, normalize
 from ddjax.data.tfds_sources import (
@@ -23,7 +27,7 @@ from ddjax.data.tfds_sources import (
 )
 
 __all__ = [
-    "DATASET_NAMES", "DIGITS_CLASS_NAMES", "Dataset", "ZCAWhitening", "channel_stats", "default_data_dir",
-    "denormalize", "fit_zca", "load_dataset", "load_digits_arrays", "load_fashion_mnist_arrays",
+    "DATASET_NAMES", "DIGITS_CLASS_NAMES", "DOMAIN_SOURCES", "Dataset", "DomainCollection", "STYLE_NAMES", "ZCAWhitening", "channel_stats", "default_data_dir",
+    "denormalize", "fit_zca", "load_dataset", "load_digits_arrays", "load_domains", "load_fashion_mnist_arrays",
     "load_tfds_arrays", "normalize", "prepare_fashion_mnist", "prepared_datasets", "read_idx",
 ]
