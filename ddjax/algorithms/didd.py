@@ -11,7 +11,7 @@ is distilled through all of them. Per step, with a fresh random ConvNet ``φ`` a
     \mathcal L_{stable} = \sum_c \mathrm{MMD}^2\big(\phi(\hat x^{t-1}_c), \phi(\hat x^t_c)\big)\ \text{(eq. 4)}
 
 ``g_S,i = ∂L_stable/∂x̂_i``, ``g_P,i = ∂L_plastic/∂x̂_i`` (eq. 6; one forward of the synthetic images, both
-gradients from one batched pull-back), ``ᾱ_i = α_min + (α_max − α_min)·σ(α_i)`` and likewise ``β̄`` (eq. 8),
+gradients pulled back through the same residuals), ``ᾱ_i = α_min + (α_max − α_min)·σ(α_i)`` and likewise ``β̄`` (eq. 8),
 
 .. math::
     \hat x_{meta} = \hat x - \eta_x(\bar\alpha\odot g_S + \bar\beta\odot g_P)\ \text{(eq. 9)},\quad
@@ -57,7 +57,7 @@ AUG_MODES = ("S", "M")
 
 __all__ = ["MODES", "Rates", "PenaltyState", "DIDDState", "AsymmetricUpdate", "Penalty", "bounded_rates",
            "finetune_update", "stable_update", "linear_rates", "linear_update", "bilevel_update", "make_update",
-           "make_penalty", "default_config", "make", "boundary", "rate_difference", "focus_indices"]
+           "make_penalty", "default_config", "make", "make_spec", "didd_step", "boundary", "rate_difference", "focus_indices"]
 
 
 class Rates(NamedTuple):
@@ -356,14 +356,13 @@ def network_outputs(spec: StepSpec, inputs: StepInputs, images: jax.Array) -> di
 def pulled_back_gradients(outputs_fn: Callable[[jax.Array], Any], stored: jax.Array,
                           scalar_fns: tuple[Callable[[Any], jax.Array], ...]
                           ) -> tuple[list[jax.Array], list[jax.Array], Any]:
-    """Values and image gradients of several scalar functions of ONE forward ``outputs_fn(stored)``: the cotangents
-    of all of them are pulled back through the network together (a vmapped VJP), so g_S and g_P (eq. 6) cost one
-    forward and one batched backward. Returns (values, gradients, outputs)."""
+    """Values and image gradients of several scalar functions of ONE forward ``outputs_fn(stored)``: each function's
+    cotangent is pulled back through the same residuals, so g_S and g_P (eq. 6) cost one forward and two
+    input-only backwards. (A vmapped pull-back computes the same but XLA:CPU runs its batched convolutions 3-5x
+    slower; docs/results.md.) Returns (values, gradients, outputs)."""
     outputs, pullback = jax.vjp(outputs_fn, stored)
     values, cotangents = zip(*(jax.value_and_grad(f)(outputs) for f in scalar_fns))
-    stacked = jax.tree.map(lambda *c: jnp.stack(c), *cotangents)
-    grads = jax.vmap(pullback)(stacked)[0]
-    return list(values), [grads[i] for i in range(len(scalar_fns))], outputs
+    return list(values), [pullback(c)[0] for c in cotangents], outputs
 
 
 def _feature_sensitivity(outputs: dict) -> jax.Array:
@@ -487,8 +486,12 @@ def with_decoded(spec: StepSpec, synthetic: SyntheticSet, stored: jax.Array) -> 
     return synthetic.replace(images=images, labels=labels, extras={**synthetic.extras, "stored": stored})
 
 
-def didd_step(spec: StepSpec, state: DistillState, real_pool: RealPool) -> tuple[DistillState, dict]:
-    """One DIDD iteration (Algorithm 1, lines 4-13, all classes at once) on the current domain's ``RealPool``."""
+def didd_step(spec: StepSpec, state: DistillState, real_pool: RealPool, branch: str | None = None
+              ) -> tuple[DistillState, dict]:
+    """One DIDD iteration (Algorithm 1, lines 4-13, all classes at once) on the current domain's ``RealPool``.
+
+    ``branch``: None chooses domain 1's or the later domains' update from ``has_previous`` inside the program
+    (``lax.cond`` runs one of them); ``"first"`` / ``"later"`` compiles only that one (benchmarks count its FLOPs)."""
     didd: DIDDState = state.extras["didd"]
     rng, k_net, k_real, k_aug, k_mix = jax.random.split(state.rng, 5)
     stored = state.synthetic.extras["stored"]
@@ -508,7 +511,9 @@ def didd_step(spec: StepSpec, state: DistillState, real_pool: RealPool) -> tuple
     def later(x):
         return later_domain_direction(spec, inputs, didd, x)
 
-    if spec.update.uses_stable or spec.penalty is not None:
+    if branch is not None:
+        direction, rates, sample, metrics = {"first": first, "later": later}[branch](stored)
+    elif spec.update.uses_stable or spec.penalty is not None:
         direction, rates, sample, metrics = jax.lax.cond(didd.has_previous, later, first, stored)
     else:  # Finetune: both domains take the same step
         direction, rates, sample, metrics = first(stored)
@@ -528,15 +533,8 @@ def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int, 
     """DIDD's ``(init, step)``; reads ``config.didd``, ``config.ipc`` and ``config.dsa_strategy``.
 
     ``step(state, real_pool)`` takes the CURRENT domain's ``RealPool``; :func:`boundary` runs between domains."""
-    image_shape = tuple(int(d) for d in image_shape)
-    _check(config, image_shape, mesh)
-    hp, ipc = config.didd, config.ipc
-    spec = StepSpec(model=model, num_classes=num_classes, ipc=ipc, image_shape=image_shape, factor=hp.factor,
-                    strategy=config.dsa_strategy, aug_mode=hp.aug_mode, batch_real=hp.batch_real,
-                    scales=tuple(float(s) for s in hp.sigmas), unbiased=bool(hp.unbiased),
-                    init_mix=bool(hp.init_mix) and hp.factor > 1, mesh=mesh, update=make_update(hp.mode, hp, ipc),
-                    penalty=make_penalty(hp.mode, hp),
-                    image_opt=optax.sgd(hp.lr_img, momentum=hp.momentum or None))
+    spec = make_spec(config, model, num_classes, image_shape, mesh)
+    ipc, image_shape = spec.ipc, spec.image_shape
 
     def init(key: jax.Array, synthetic: SyntheticSet) -> DistillState:
         expected = (num_classes * ipc,) + image_shape
@@ -553,6 +551,20 @@ def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int, 
                             opt_state=spec.image_opt.init(stored), extras={"didd": didd})
 
     return Algorithm(init, lambda state, data: didd_step(spec, state, data))
+
+
+def make_spec(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int,
+              image_shape: tuple[int, int, int], mesh: Mesh | None = None) -> StepSpec:
+    """Validate ``config.didd`` and build the static :class:`StepSpec` of :func:`didd_step`."""
+    image_shape = tuple(int(d) for d in image_shape)
+    _check(config, image_shape, mesh)
+    hp, ipc = config.didd, config.ipc
+    return StepSpec(model=model, num_classes=num_classes, ipc=ipc, image_shape=image_shape, factor=hp.factor,
+                    strategy=config.dsa_strategy, aug_mode=hp.aug_mode, batch_real=hp.batch_real,
+                    scales=tuple(float(s) for s in hp.sigmas), unbiased=bool(hp.unbiased),
+                    init_mix=bool(hp.init_mix) and hp.factor > 1, mesh=mesh, update=make_update(hp.mode, hp, ipc),
+                    penalty=make_penalty(hp.mode, hp),
+                    image_opt=optax.sgd(hp.lr_img, momentum=hp.momentum or None))
 
 
 def boundary(state: DistillState, phase_index: int | jax.Array) -> DistillState:
