@@ -35,4 +35,4 @@ def get_config(arg: str = "ipc=10"):
     config.eval.epochs = 1000
     config.eval.batch_size = 64
     config.eval.random_real = False
-    return apply_method(config, options["method"], lr_img_other=float(config.ipc))
+    return apply_method(config, options["method"])

@@ -33,4 +33,4 @@ def get_config(arg: str = ""):
     config.eval.num_seeds = 2
     config.eval.epochs = 150
     config.eval.random_real = False
-    return apply_method(config, options["method"], lr_img_other=1.0)
+    return apply_method(config, options["method"])

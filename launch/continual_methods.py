@@ -8,16 +8,20 @@ budget, same network, same IPC; Gather's budget is T·|x̂|, as in the paper).
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
+import numpy as np
 
 from ddjax import algorithms
-from ddjax.algorithms import didd
+from ddjax.algorithms import didd, gradient_matching
 from ddjax.errors import ConfigError, check_choice
+from launch import outputs
 
 PLAN_METHODS = tuple(f"{plan}_{name}" for plan in ("joint", "gather") for name in ("m3d", "dsa", "dc"))
 METHODS = didd.MODES + PLAN_METHODS
 
-__all__ = ["METHODS", "PLAN_METHODS", "parse_options", "apply_method"]
+__all__ = ["METHODS", "PLAN_METHODS", "parse_options", "apply_method", "save_focus_samples"]
 
 
 def parse_options(arg: str, **defaults) -> dict:
@@ -37,8 +41,8 @@ def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: f
     """Set ``config`` (a DIDD stream config) to run ``method``; returns it.
 
     A DIDD mode only sets ``config.didd.mode``. A plan method switches ``config.algorithm`` and
-    ``config.domains.plan``, adds the algorithm's default section, and copies the DIDD real batch (M3D) and, when
-    given, ``lr_img_other`` as that algorithm's image learning rate.
+    ``config.domains.plan`` and adds the algorithm's default section; M3D takes DIDD's real batch and image learning
+    rate (``lr_img_other`` when given, else ``config.didd.lr_img``); DC/DSA keep their reference values.
     """
     check_choice("method", method, METHODS)
     if method in didd.MODES:
@@ -50,8 +54,26 @@ def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: f
     config.algorithm = name
     config[name] = algorithms.default_config(name)
     config.domains.plan = plan
-    if name == "m3d":
+    if name == "m3d":  # M3D is DIDD's base: same real batch and image learning rate
         config.m3d.batch_real = config.didd.batch_real
-    if lr_img_other is not None:
-        config[name].lr_img = float(lr_img_other)
+        config.m3d.lr_img = float(lr_img_other if lr_img_other is not None else config.didd.lr_img)
+    if name in ("dc", "dsa") and config.ipc not in gradient_matching.DC_LOOPS:
+        # DC's schedule is given for IPC 1, 10, 20, ...; other IPCs take IPC 10's (10 rounds, 50 network epochs).
+        config[name].outer_loop, config[name].inner_loop = gradient_matching.DC_LOOPS[10]
     return config
+
+
+def save_focus_samples(workdir: str, per_phase: list[dict], to_pixels, num_classes: int,
+                       class_names=None) -> list[str]:
+    """Fig. 6: ``focus_stability.png`` / ``focus_plasticity.png`` in ``workdir``, one row per class and one column
+    per finished domain, each cell the stored image with the largest / smallest ᾱ − β̄ of that class after that
+    domain (``per_phase``: :func:`ddjax.algorithms.didd.focus_images` of each phase's final state). Returns paths."""
+    paths = []
+    for kind in ("stability", "plasticity"):
+        images = np.concatenate([np.asarray(p[kind]) for p in per_phase])            # (phases·K, H, W, C)
+        labels = np.tile(np.arange(num_classes), len(per_phase))
+        order = np.argsort(labels, kind="stable")                                     # class rows, phase columns
+        path = os.path.join(workdir, f"focus_{kind}.png")
+        outputs.save_image_grid(path, to_pixels(images[order]), labels[order], num_classes, class_names)
+        paths.append(path)
+    return paths

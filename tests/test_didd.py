@@ -2,6 +2,9 @@
 ablation modes' image updates against a hand formula built from an independent per-class loss, constant rates =
 the summed update, a large penalty drives the rates to their lower bound, the boundary hook, the EWC importance,
 the LwF/LF terms against numpy, 1 vs 8 devices, one-line errors."""
+import importlib.util
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -13,9 +16,12 @@ from ddjax.algorithms import didd
 from ddjax.algorithms.multiformation import decode_zoom
 from ddjax.errors import ConfigError
 from ddjax.sharding import make_mesh, replicate
+from launch import continual_methods
+from launch.config import validate_config
 
 K, IPC, SHAPE, FACTOR, BATCH, LR = 2, 2, (8, 8, 1), 2, 8, 0.5
 STRATEGY = "color_crop_cutout"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(mode="bilevel", **hp):
@@ -289,4 +295,34 @@ def test_bad_batch_and_shape_are_one_line(setup):
     algo = didd.make(_config(), model, K, SHAPE)
     with pytest.raises(ConfigError, match="expected") as info:
         algo.init(jax.random.PRNGKey(0), previous.replace(images=previous.images[:-1]))
+    assert "\n" not in str(info.value)
+
+
+def test_focus_images_are_the_extreme_rate_differences(bilevel_step, tmp_path):
+    config, _, (state, _) = bilevel_step
+    rates = state.extras["didd"].rates
+    diff = (2.0 / (1 + np.exp(-np.asarray(rates.alpha, np.float64)))
+            - 2.0 / (1 + np.exp(-np.asarray(rates.beta, np.float64)))).reshape(K, IPC)
+    stored = np.asarray(state.synthetic.extras["stored"])
+    focus = didd.focus_images(state, config)
+    offset = np.arange(K) * IPC
+    np.testing.assert_array_equal(focus["stability"], stored[offset + diff.argmax(1)])
+    np.testing.assert_array_equal(focus["plasticity"], stored[offset + diff.argmin(1)])
+    paths = continual_methods.save_focus_samples(str(tmp_path), [focus, focus], lambda x: np.clip(x, 0, 1), K)
+    assert all(os.path.getsize(p) > 0 for p in paths)
+
+
+def test_every_tiny_method_validates_and_builds():
+    spec = importlib.util.spec_from_file_location("didd_tiny", os.path.join(REPO, "configs", "didd_tiny.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = models.build_model("convnet", 10, width=8, depth=1)
+    for method in continual_methods.METHODS:
+        config = module.get_config(f"method={method},seed=1")
+        validate_config(config)
+        assert config.seed == 1
+        algo = algorithms.get_algorithm(config, model, 10, (8, 8, 1), mesh=make_mesh())
+        assert callable(algo.step)
+    with pytest.raises(ConfigError, match="key=value") as info:
+        module.get_config("methd=mas")
     assert "\n" not in str(info.value)

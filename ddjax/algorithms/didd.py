@@ -57,7 +57,7 @@ AUG_MODES = ("S", "M")
 
 __all__ = ["MODES", "Rates", "PenaltyState", "DIDDState", "AsymmetricUpdate", "Penalty", "bounded_rates",
            "finetune_update", "stable_update", "linear_rates", "linear_update", "bilevel_update", "make_update",
-           "make_penalty", "default_config", "make", "make_spec", "didd_step", "boundary", "rate_difference", "focus_indices"]
+           "make_penalty", "default_config", "make", "make_spec", "didd_step", "boundary", "rate_difference", "focus_indices", "focus_images"]
 
 
 class Rates(NamedTuple):
@@ -603,3 +603,11 @@ def focus_indices(state: DistillState, config: ml_collections.ConfigDict) -> tup
     diff = rate_difference(state, config).reshape(-1, config.ipc)
     offset = jnp.arange(diff.shape[0]) * config.ipc
     return offset + jnp.argmax(diff, axis=1), offset + jnp.argmin(diff, axis=1)
+
+
+def focus_images(state: DistillState, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+    """``{"stability": (K, H, W, C), "plasticity": (K, H, W, C)}``: per class, the stored image with the largest /
+    smallest ᾱ − β̄ (the paper's Fig. 6 panels b / a)."""
+    stable_idx, plastic_idx = focus_indices(state, config)
+    stored = state.synthetic.extras["stored"]
+    return {"stability": stored[stable_idx], "plasticity": stored[plastic_idx]}
