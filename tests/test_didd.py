@@ -308,6 +308,9 @@ def test_focus_images_are_the_extreme_rate_differences(bilevel_step, tmp_path):
     offset = np.arange(K) * IPC
     np.testing.assert_array_equal(focus["stability"], stored[offset + diff.argmax(1)])
     np.testing.assert_array_equal(focus["plasticity"], stored[offset + diff.argmin(1)])
+    summary = didd.summarize(state, config)
+    np.testing.assert_allclose(summary["alpha_bar"] - summary["beta_bar"], diff.ravel(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(summary["focus_stability"], focus["stability"])
     paths = continual_methods.save_focus_samples(str(tmp_path), [focus, focus], lambda x: np.clip(x, 0, 1), K)
     assert all(os.path.getsize(p) > 0 for p in paths)
 

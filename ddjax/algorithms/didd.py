@@ -57,7 +57,8 @@ AUG_MODES = ("S", "M")
 
 __all__ = ["MODES", "Rates", "PenaltyState", "DIDDState", "AsymmetricUpdate", "Penalty", "bounded_rates",
            "finetune_update", "stable_update", "linear_rates", "linear_update", "bilevel_update", "make_update",
-           "make_penalty", "default_config", "make", "make_spec", "didd_step", "boundary", "rate_difference", "focus_indices", "focus_images"]
+           "make_penalty", "default_config", "make", "make_spec", "didd_step", "boundary", "rates_in_use",
+           "rate_difference", "focus_indices", "focus_images", "summarize"]
 
 
 class Rates(NamedTuple):
@@ -158,8 +159,8 @@ def bilevel_update(eta_x: float, ipc: int, alpha_range=(0.0, 2.0), beta_range=(0
     r"""The proposed update (eqs. 7-14): learn per-sample α, β by one meta step, then step the images.
 
     Why the meta-gradient costs one forward/backward at ``x̂_meta`` and is exact: ``g_S`` and ``g_P`` are
-    gradients at the CURRENT images ``x̂``; they depend on ``x̂`` (and the step's network, batch, augmentation) but not
-    on α or β. So ``x̂_meta = x̂ − η_x(ᾱ ⊙ g_S + β̄ ⊙ g_P)`` is affine in ``(ᾱ, β̄)`` with constant coefficients, and the
+    gradients at the CURRENT images ``x̂``; they depend on ``x̂`` (and the step's network, batch, augmentation) but
+    not on α or β. So ``x̂_meta = x̂ − η_x(ᾱ ⊙ g_S + β̄ ⊙ g_P)`` is affine in ``(ᾱ, β̄)`` with constant coefficients, and the
     chain rule gives exactly
     :math:`\partial\mathcal L_{meta}/\partial\bar\alpha_i = -\eta_x\langle\nabla\mathcal L_{meta}(\hat x_{meta})_i,
     g_{S,i}\rangle` (likewise ``β̄`` with ``g_P``): no Hessian of L appears (MAML's second-order term would come from
@@ -584,17 +585,23 @@ def boundary(state: DistillState, phase_index: int | jax.Array) -> DistillState:
     return state.replace(extras={**state.extras, "didd": didd})
 
 
-def rate_difference(state: DistillState, config: ml_collections.ConfigDict) -> jax.Array:
-    """ᾱ_i − β̄_i per stored sample (Fig. 6): learned (bilevel), assigned (linear), constant otherwise."""
+def rates_in_use(state: DistillState, config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+    """``(ᾱ, β̄)`` per stored sample as the mode applies them on later domains: learned (bilevel, eq. 8), assigned
+    (linear, §5.3), constant otherwise (Finetune and the baselines: ᾱ = 0, β̄ = 1; + L_stable: 1, 1)."""
     hp = config.didd
     num = state.synthetic.extras["stored"].shape[0]
     if hp.mode == "bilevel":
         rates = state.extras["didd"].rates
-        return bounded_rates(rates.alpha, tuple(hp.alpha_range)) - bounded_rates(rates.beta, tuple(hp.beta_range))
+        return bounded_rates(rates.alpha, tuple(hp.alpha_range)), bounded_rates(rates.beta, tuple(hp.beta_range))
     if hp.mode == "linear":
-        alpha_bar, beta_bar = linear_rates(num, config.ipc, tuple(hp.alpha_range), tuple(hp.beta_range))
-        return alpha_bar - beta_bar
-    return jnp.full((num,), -1.0 if hp.mode != "stable" else 0.0)
+        return linear_rates(num, config.ipc, tuple(hp.alpha_range), tuple(hp.beta_range))
+    return jnp.full((num,), 1.0 if hp.mode == "stable" else 0.0), jnp.ones((num,))
+
+
+def rate_difference(state: DistillState, config: ml_collections.ConfigDict) -> jax.Array:
+    """ᾱ_i − β̄_i per stored sample (Fig. 6)."""
+    alpha_bar, beta_bar = rates_in_use(state, config)
+    return alpha_bar - beta_bar
 
 
 def focus_indices(state: DistillState, config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
@@ -611,3 +618,14 @@ def focus_images(state: DistillState, config: ml_collections.ConfigDict) -> dict
     stable_idx, plastic_idx = focus_indices(state, config)
     stored = state.synthetic.extras["stored"]
     return {"stability": stored[stable_idx], "plasticity": stored[plastic_idx]}
+
+
+def summarize(state: DistillState, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+    """What a staged run keeps at each domain's end: per-sample ``alpha_bar``, ``beta_bar`` (the rates in use, eq. 8;
+    constants for Finetune / + L_stable, the assignment for linear), their means, and the Fig. 6 focus images
+    (stored, model space) ``focus_stability`` / ``focus_plasticity``, each ``(K, H, W, C)``."""
+    alpha_bar, beta_bar = rates_in_use(state, config)
+    focus = focus_images(state, config)
+    return {"alpha_bar": alpha_bar, "beta_bar": beta_bar, "alpha_bar_mean": jnp.mean(alpha_bar),
+            "beta_bar_mean": jnp.mean(beta_bar), "focus_stability": focus["stability"],
+            "focus_plasticity": focus["plasticity"]}
