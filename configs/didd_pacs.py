@@ -12,7 +12,7 @@ stand-in runs with --config.domains.source=styled --config.domains.names=''. Met
 import os
 
 from launch.config import base_config
-from launch.continual_methods import apply_method, parse_options
+from launch.continual_methods import apply_method, paper_settings, parse_options
 
 
 def get_config(arg: str = "ipc=10"):
@@ -24,19 +24,6 @@ def get_config(arg: str = "ipc=10"):
     d.root = os.path.expanduser("~/data/PACS")   # or --config.domains.root=DIR; missing: a one-line DataNotFoundError
     d.names = "photo,art_painting,cartoon,sketch"
     d.image_size = 32
-    config.ipc = options["ipc"]
-    config.steps = 3000
-    config.log_every = 50
-    config.checkpoint_every = 500
-    config.model.width = 128
-    config.model.depth = 3
-    config.dsa_strategy = "color_crop_cutout"
-    config.didd.lr_img = float(config.ipc)
-    config.didd.batch_real = 64
+    paper_settings(config, options["ipc"], batch_real=64)
     config.eval.dsa_strategy = "color_crop_cutout_flip_scale_rotate"
-    config.eval.every = 0
-    config.eval.num_seeds = 3
-    config.eval.epochs = 1000
-    config.eval.batch_size = 64
-    config.eval.random_real = False
     return apply_method(config, options["method"])

@@ -10,7 +10,7 @@ GPU job. On 2 CPU cores shrink with e.g. --config.steps=100 --config.domains.num
 Needs the Fashion-MNIST IDX files: apt-get install dataset-fashion-mnist (or --config.data.source_dir=DIR).
 """
 from launch.config import base_config
-from launch.continual_methods import apply_method, parse_options
+from launch.continual_methods import apply_method, paper_settings, parse_options
 
 
 def get_config(arg: str = "ipc=10"):
@@ -20,19 +20,6 @@ def get_config(arg: str = "ipc=10"):
     config.data.name = "fashion_mnist"
     d = config.domains
     d.source, d.base, d.num_domains, d.angle_step, d.plan = "rotated", "fashion_mnist", 20, 9.0, "stream"
-    config.ipc = options["ipc"]
-    config.steps = 3000                    # per domain
-    config.log_every = 50
-    config.checkpoint_every = 500
-    config.model.width = 128
-    config.model.depth = 3
-    config.dsa_strategy = "color_crop_cutout"
-    config.didd.lr_img = float(config.ipc)     # η_x = IPC (Table 6)
-    config.didd.batch_real = 128
+    paper_settings(config, options["ipc"], batch_real=128)
     config.eval.dsa_strategy = "color_crop_cutout_scale_rotate"
-    config.eval.every = 0
-    config.eval.num_seeds = 3
-    config.eval.epochs = 1000
-    config.eval.batch_size = 64
-    config.eval.random_real = False
     return apply_method(config, options["method"])

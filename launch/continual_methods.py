@@ -21,7 +21,7 @@ from launch import outputs
 PLAN_METHODS = tuple(f"{plan}_{name}" for plan in ("joint", "gather") for name in ("m3d", "dsa", "dc"))
 METHODS = didd.MODES + PLAN_METHODS
 
-__all__ = ["METHODS", "PLAN_METHODS", "parse_options", "apply_method", "save_focus_samples"]
+__all__ = ["METHODS", "PLAN_METHODS", "parse_options", "paper_settings", "apply_method", "save_focus_samples"]
 
 
 def parse_options(arg: str, **defaults) -> dict:
@@ -34,6 +34,28 @@ def parse_options(arg: str, **defaults) -> dict:
                               "e.g. --config=configs/didd_tiny.py:method=finetune,seed=1")
         options[key] = type(defaults[key])(value)
     return options
+
+
+def paper_settings(config: ml_collections.ConfigDict, ipc: int, batch_real: int = 128) -> ml_collections.ConfigDict:
+    """The paper's Table 6 and §5.1.2 on a DIDD config: 3,000 steps per domain, ``batch_real`` real images per class
+    (PACS: 64), η_x = IPC, ConvNet-3 w128, colour + crop + cutout; evaluation 1,000 epochs, SGD 1e-2, batch 64,
+    3 networks, after every domain. (η_α, η_β, λ_α, λ_β and the bounds are ``config.didd``'s defaults.)"""
+    config.ipc = ipc
+    config.steps = 3000                    # per domain
+    config.log_every = 50
+    config.checkpoint_every = 500
+    config.model.width = 128
+    config.model.depth = 3
+    config.dsa_strategy = "color_crop_cutout"
+    config.didd.lr_img = float(ipc)       # η_x = IPC
+    config.didd.batch_real = batch_real
+    config.eval.every = 0                  # the staged launcher evaluates at the end of every domain
+    config.eval.num_seeds = 3
+    config.eval.epochs = 1000
+    config.eval.lr = 0.01
+    config.eval.batch_size = 64
+    config.eval.random_real = False
+    return config
 
 
 def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: float | None = None
