@@ -19,6 +19,9 @@ Variants (:data:`VARIANTS`):
 All norms are global over the pytree (every leaf together). ``ε = 0`` when the direction is zero, with finite
 (zero) gradients through it: no NaN at ``g = 0``, also under ``jax.grad``.
 
+A sharpness-aware gradient of a whole objective (the three steps above plus SATM's landscape smoothing) is
+:func:`value_and_grad`, the counterpart of ``jax.value_and_grad`` (big_vision's GSAM trainer has the same shape).
+
 Stateless use: ``sam_perturbation(g, rho, variant=..., params=...)``. Uniform use (any variant, state kept in the
 train state like an optax optimizer's): ``p = perturbation(rho, variant=...)``, ``s = p.init(φ)``,
 ``ε, s = p.perturb(g, s, φ)``.
@@ -35,6 +38,10 @@ import jax.numpy as jnp
 import optax
 
 from ddjax.errors import ConfigError, check_choice
+
+__all__ = ["Perturbation", "STATELESS_VARIANTS", "VARIANTS", "VassoState", "asam_epsilon", "gsam_descent",
+           "perturbation", "sam_epsilon", "sam_perturbation", "smoothing_noise", "value_and_grad", "vasso_init",
+           "vasso_update"]
 
 VARIANTS = ("sam", "asam", "gsam", "vasso")
 STATELESS_VARIANTS = ("sam", "asam", "gsam")
@@ -209,3 +216,44 @@ def gsam_descent(g_clean: PyTree, g_perturbed: PyTree, alpha) -> PyTree:
     coef = jnp.where(positive, optax.tree.vdot(g_clean, g_perturbed) / jnp.where(positive, sq, 1.0), 0.0)
     g_perp = optax.tree.add_scale(g_clean, -coef, g_perturbed)
     return optax.tree.add_scale(g_perturbed, -alpha, g_perp)
+
+
+# ------------------------------------------------------------------------------------------ the whole gradient
+
+
+def smoothing_noise(key: jax.Array, images: jax.Array, gamma) -> jax.Array:
+    """Landscape-smoothing noise (SATM eq. 10): per image ``j`` (leading axis), N(0, (γ‖ϕ_j‖₂)²) per pixel."""
+    norms = jnp.sqrt(jnp.sum(jnp.square(images), axis=tuple(range(1, images.ndim)), keepdims=True))
+    return gamma * norms * jax.random.normal(key, images.shape, images.dtype)
+
+
+def value_and_grad(fun: Callable[..., tuple[jax.Array, Any]], perturbation: Perturbation, *, noise_gamma=0.0,
+                   gsam_alpha=None) -> Callable[..., tuple[tuple[jax.Array, Any], tuple, Any, dict]]:
+    r"""A sharpness-aware ``jax.value_and_grad(fun, argnums=all, has_aux=True)``, perturbing the first argument.
+
+    ``fun(x, *args, restart=None) -> (loss, aux)``. The returned ``g(state, key, x, *args)`` computes
+
+    1. ``(loss, aux), (g_x, g_args) = ∇fun(x̃, *args)`` at ``x̃ = x + n``, ``n`` :func:`smoothing_noise` with
+       ``noise_gamma`` (0: ``x̃ = x``; SATM §3.2);
+    2. ``ε, state = perturbation.perturb(g_x, state, x)``;
+    3. ``g_sam = ∇_x fun(x + ε, *stop_gradient(args), restart=aux)`` (``fun`` may restart from what the first
+       evaluation recorded: SATM's trajectory reuse), and GSAM's :func:`gsam_descent` when ``gsam_alpha`` is set;
+
+    and returns ``((loss, aux), (g_sam, *g_args), state, {"loss_perturbed", "eps_norm"})``: the loss and ``args``'
+    gradients of step 1 (SATM's learnable α), the descent gradient of ``x`` to hand to an optimizer at ``x``.
+    """
+    if gsam_alpha is not None:
+        _check_alpha(gsam_alpha)
+
+    def grad_fn(state: Any, key: jax.Array, x: PyTree, *args):
+        noisy = x + smoothing_noise(key, x, noise_gamma) if noise_gamma else x
+        (loss, aux), grads = jax.value_and_grad(fun, argnums=tuple(range(1 + len(args))), has_aux=True)(noisy, *args)
+        eps, state = perturbation.perturb(grads[0], state, x)
+        (loss_perturbed, _), g_sam = jax.value_and_grad(fun, has_aux=True)(
+            optax.tree.add(x, eps), *jax.lax.stop_gradient(args), restart=aux)
+        if gsam_alpha is not None:
+            g_sam = gsam_descent(grads[0], g_sam, gsam_alpha)
+        info = {"loss_perturbed": loss_perturbed, "eps_norm": optax.tree.norm(eps)}
+        return (loss, aux), (g_sam, *grads[1:]), state, info
+
+    return grad_fn

@@ -28,8 +28,15 @@ def main(argv):
     print(f"workdir: {os.path.abspath(workdir)}  (JAX process {jax.process_index()}/{jax.process_count()}, "
           f"devices: {jax.devices()})", file=sys.stderr)
     results = cli.run_or_exit(run, FLAGS.config, workdir)
-    line = f"{results['algorithm']} on {results['dataset']}, ipc {results['ipc']}: synthetic " \
-           f"{results['synthetic']['mean']:.4f} ± {results['synthetic']['std']:.4f}"
+    line = f"{results['algorithm']} on {results['dataset']}, ipc {results['ipc']}: "
+    if "synthetic" in results:
+        line += f"synthetic {results['synthetic']['mean']:.4f} ± {results['synthetic']['std']:.4f}"
+    elif "leave_one_out" in results:   # a staged run (launch.staged)
+        line += "leave-one-domain-out " + ", ".join(f"{d} {r['mean']:.4f}" for d, r in results["leave_one_out"].items())
+        line += f"; mean {results['leave_one_out_mean']:.4f}"
+    else:
+        line += f"{results['plan']} over {len(results['domains'])} domains: A_T {results['A_T']:.4f} ± " \
+                f"{results['A_T_std']:.4f}, F_T {results['F_T']:.4f} ± {results['F_T_std']:.4f}"
     if "random_real" in results:
         line += f" vs random real {results['random_real']['mean']:.4f} ± {results['random_real']['std']:.4f}"
     print(line + f"  ({results['seconds']:.0f} s; outputs in {workdir})")

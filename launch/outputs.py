@@ -24,6 +24,8 @@ __all__ = [
     "save_image_grid",
     "grid_layout",
     "save_curves",
+    "save_heatmap",
+    "save_accuracy_curve",
     "MetricsWriter",
     "read_metrics",
     "Progress",
@@ -311,6 +313,61 @@ def save_curves(path: str | os.PathLike, history: Sequence[Mapping[str, Any]], *
 
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    with _atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+
+
+def _figure(width: float, height: float):
+    """A matplotlib Figure on a private Agg canvas (no pyplot, no global backend change)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_heatmap(path: str | os.PathLike, matrix: Any, column_labels: Sequence[str], row_labels: Sequence[str], *,
+                 title: str | None = None) -> None:
+    """PNG heat map of an accuracy matrix (rows: after each phase, columns: test domains), values written in the
+    cells when the matrix is small enough to read them (<= 12 columns). Written atomically."""
+    a = np.asarray(matrix, dtype=np.float64)
+    if a.ndim != 2 or a.shape != (len(row_labels), len(column_labels)):
+        raise ConfigError(f"save_heatmap: matrix of shape {a.shape} does not match {len(row_labels)} row and "
+                          f"{len(column_labels)} column labels")
+    fig = _figure(max(4.0, 0.6 * a.shape[1] + 2.5), max(3.0, 0.45 * a.shape[0] + 1.5))
+    ax = fig.subplots()
+    image = ax.imshow(a, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label="test accuracy")
+    ax.set_xticks(range(a.shape[1]), [str(c) for c in column_labels], rotation=60, ha="right", fontsize="small")
+    ax.set_yticks(range(a.shape[0]), [str(r) for r in row_labels], fontsize="small")
+    ax.set_xlabel("test domain")
+    if a.shape[1] <= 12:
+        for (r, c), v in np.ndenumerate(a):
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize="x-small",
+                    color="white" if v < 0.6 else "black")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    fig.tight_layout()
+    with _atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+
+
+def save_accuracy_curve(path: str | os.PathLike, values: Sequence[float], labels: Sequence[str], *,
+                        title: str | None = None) -> None:
+    """PNG of the average accuracy Aᵗ after each phase t (DIDD Fig. 5). Written atomically."""
+    v = np.asarray(values, dtype=np.float64)
+    fig = _figure(6.0, 4.0)
+    ax = fig.subplots()
+    ax.plot(np.arange(1, len(v) + 1), v, marker="o", color="tab:orange")
+    ax.set_xticks(np.arange(1, len(v) + 1), [str(x) for x in labels], rotation=60, ha="right", fontsize="small")
+    ax.set_xlabel("after domain t")
+    ax.set_ylabel("average accuracy $A^t$")
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize="medium")
     fig.tight_layout()
     with _atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")

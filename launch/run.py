@@ -10,6 +10,9 @@ Workdir outputs:
   ``synthetic.npz``          final set: ``images`` (model space), ``pixels`` ([0, 1]), ``labels`` (and ``lr``, a
                              learned training learning rate, for trajectory matching)
   ``results.json``           algorithm, dataset, ipc, steps, seconds, synthetic/random_real {mean, std, per_seed}
+
+With ``config.domains.source`` set, the run is staged over a domain collection (:mod:`launch.staged`): the same
+step loop (:func:`train_steps`) per phase, with per-phase outputs documented there.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +30,7 @@ import numpy as np
 from ddjax import algorithms, data, evaluate, models
 from ddjax.errors import DivergenceError
 from ddjax.sharding import make_mesh, replicate
-from launch import outputs
+from launch import outputs, staged
 from launch.checkpoint import Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict, validate_config
 
@@ -51,6 +54,31 @@ def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, image
         batch_size=e.batch_size, dsa_strategy=e.dsa_strategy, num_classes=dataset.num_classes)
 
 
+def train_steps(state, step_fn: Callable, step_data, first: int, last: int, *, config: ml_collections.ConfigDict,
+                writer: outputs.MetricsWriter, progress: outputs.Progress, checkpointer: Checkpointer,
+                elapsed: Callable[[], float], on_step: Callable[[int, Any], None] | None = None):
+    """Run the jitted ``step_fn`` for steps ``first..last`` (1-based, inclusive): stop on a non-finite loss, log
+    every ``config.log_every`` steps and at ``last``, call ``on_step(step, state)``, checkpoint every
+    ``config.checkpoint_every`` steps before ``last`` (the caller saves ``last`` itself, after what it does at the
+    end). Shared by the single-dataset run and every phase of a staged run. Returns the state after ``last``."""
+    for step in range(first, last + 1):
+        state, metrics = step_fn(state, step_data)
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            raise DivergenceError(
+                f"loss became {loss} at step {step}; the last good checkpoint (step {checkpointer.latest_step()}) is "
+                f"kept in {checkpointer.directory}; lower the image learning rate (--config.{config.algorithm}.lr_img)"
+                " or check the data")
+        progress.update(step, loss=loss)
+        if step % config.log_every == 0 or step == last:
+            writer.write(step=step, seconds=elapsed(), **{k: float(v) for k, v in metrics.items()})
+        if on_step is not None:
+            on_step(step, state)
+        if step % config.checkpoint_every == 0 and step != last:
+            checkpointer.save(step, state, {"step": step, "seconds": elapsed()})
+    return state
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None = None) -> dict:
     """Distil, evaluate and write every output to ``workdir``; returns the ``results.json`` dict.
 
@@ -60,6 +88,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     stream = sys.stderr if stream is None else stream
     started = time.perf_counter()
     validate_config(config)
+    if config.get("domains") is not None and config.domains.source:   # a run over a domain collection
+        return staged.run_staged(config, workdir, stream)
     config_dict = config_to_dict(config)
     check_workdir(workdir, config_dict)
 
@@ -110,8 +140,12 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     def elapsed() -> float:
         return previous_seconds + time.perf_counter() - session_start
 
-    def evaluate_now(step: int) -> None:
-        view = algorithms.eval_view(state, config)
+    def evaluate_periodically(step: int, current) -> None:
+        if config.eval.every and step % config.eval.every == 0 and step != config.steps:
+            evaluate_now(step, current)
+
+    def evaluate_now(step: int, current) -> None:
+        view = algorithms.eval_view(current, config)
         result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, view["images"], view["labels"],
                               dataset, lr=view.get("lr"))
         record = {"synthetic_acc": result.mean, "synthetic_acc_std": result.std}
@@ -129,25 +163,15 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
         last_eval["result"] = result
 
     last_eval: dict[str, Any] = {}
-    for step in range(start + 1, config.steps + 1):
-        state, metrics = step_fn(state, step_data)
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            raise DivergenceError(
-                f"loss became {loss} at step {step}; the last good checkpoint (step {checkpointer.latest_step()}) is "
-                f"kept in {checkpointer.directory}; lower the image learning rate (--config.{config.algorithm}.lr_img)"
-                " or check the data")
-        progress.update(step, loss=loss)
-        if step % config.log_every == 0 or step == config.steps:
-            writer.write(step=step, seconds=elapsed(), **{k: float(v) for k, v in metrics.items()})
-        if config.eval.every and step % config.eval.every == 0 and step != config.steps:
-            evaluate_now(step)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            checkpointer.save(step, state, {"step": step, "seconds": elapsed()})
+    state = train_steps(state, step_fn, step_data, start + 1, config.steps, config=config, writer=writer,
+                        progress=progress, checkpointer=checkpointer, elapsed=elapsed,
+                        on_step=evaluate_periodically)
+    if start < config.steps:
+        checkpointer.save(config.steps, state, {"step": config.steps, "seconds": elapsed()})
     progress.close()
 
     final_step = max(start, config.steps)  # the last step ran (and was checkpointed), or a longer restored run
-    evaluate_now(final_step)
+    evaluate_now(final_step, state)
     result: dict[str, Any] = {
         "algorithm": config.algorithm, "dataset": dataset.name, "ipc": config.ipc, "steps": final_step,
         "model": config_dict["model"], "eval_epochs": config.eval.epochs, "num_seeds": config.eval.num_seeds,

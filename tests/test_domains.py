@@ -40,6 +40,9 @@ def test_rotated_digits_domains_angles_labels_and_shared_statistics():
     expected = (dom.rotate_images(test_x, 60.0) - c.mean) / c.std
     np.testing.assert_allclose(d.test_images, expected, atol=1e-5)
     np.testing.assert_array_equal(d.train_images, c.load(2).train_images)   # deterministic
+    test_only = c.load_test(2)
+    np.testing.assert_array_equal(test_only[0], d.test_images)
+    np.testing.assert_array_equal(test_only[1], d.test_labels)
     both = c.load_many((0, 2))
     assert both.name == "rotated_digits/rot0+rot60" and len(both.train_labels) == 2 * len(train_y)
     np.testing.assert_array_equal(both.train_images[len(train_y):], d.train_images)
@@ -121,6 +124,7 @@ def test_folder_domains_sorted_resized_and_split_as_domainbed(tmp_path):
     split, row = (d.test_images, position) if position is not None else (d.train_images,
                                                                           int(np.flatnonzero(train_idx == 0)[0]))
     np.testing.assert_allclose(d.to_pixels(split[row]), np.asarray(first, np.float32) / 255, atol=1e-5)
+    np.testing.assert_array_equal(c.load_test(1)[0], d.test_images)
     other = load_domains("folder", root=str(root), image_size=8, names="sketch,photo")
     np.testing.assert_array_equal(other.load(1).train_images, d.train_images)   # split keyed by name, not order
     assert not np.array_equal(dom.domainbed_split(10, dom.seed_hash(1, "photo"))[1], test_idx)

@@ -102,7 +102,7 @@ def test_sam_perturbation_has_norm_rho_and_changes_the_update():
 def test_sam_variants_and_ema_run(variant):
     state, metrics = _one_step(_config("satm", ema_decay=0.9, **{"sam.variant": variant}))
     assert np.isfinite(float(metrics["loss"]))
-    ema = state.extras["ema_images"]
+    ema = state.extras.ema_images
     np.testing.assert_allclose(ema, 0.9 * _synthetic().images + 0.1 * state.synthetic.images, rtol=1e-5, atol=1e-6)
     view = trajectory.eval_view(state, _config("satm", ema_decay=0.9).satm)
     assert view["images"] is ema and float(view["lr"]) == float(state.synthetic.extras["lr"])

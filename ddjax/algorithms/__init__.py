@@ -22,11 +22,19 @@ class Entry(NamedTuple):
       (expert trajectories, a teacher pool, ... loaded or made here, outside jit). None: the ``RealPool`` itself.
     eval_view(state, config) -> {"images", "labels", optional "lr"}: what the launcher evaluates (e.g. an EMA of
       the images, trained with a learned learning rate). None: ``state.synthetic``'s images and labels.
+    boundary(state, config, phase_index) -> state: pure, run by a staged run (``config.domains``) at the start of
+      every phase (0-based), after a fresh init when the phase is fresh, before its first step (DIDD freezes
+      x̂ᵗ⁻¹ here). Must keep the state's structure, shapes and dtypes. None: identity.
+    summarize(state, config) -> {name: array}: what a staged run keeps of the state at each phase end, in
+      ``phases/<k>/summary.npz`` (scalars also in that phase's ``metrics.jsonl`` record), e.g. DIDD's per-sample
+      ᾱ, β̄ for its Fig. 6. None: nothing.
     """
     make: Callable[..., Algorithm]
     default_config: Callable[[], Any]
     prepare: Callable[..., Any] | None = None
     eval_view: Callable[..., dict] | None = None
+    boundary: Callable[..., Any] | None = None
+    summarize: Callable[..., dict] | None = None
 
 
 # A new algorithm registers here and adds configs/<name>_tiny.py.
@@ -42,7 +50,9 @@ REGISTRY: dict[str, Entry] = {
                  eval_view=lambda state, config: trajectory.eval_view(state, config.mtt)),
     "satm": Entry(make=trajectory.make_satm, default_config=trajectory.satm_config, prepare=trajectory.prepare_satm,
                   eval_view=lambda state, config: trajectory.eval_view(state, config.satm)),
-    "didd": Entry(make=didd.make, default_config=didd.default_config),
+    "didd": Entry(make=didd.make, default_config=didd.default_config,
+                  boundary=lambda state, config, phase_index: didd.boundary(state, phase_index),
+                  summarize=didd.summarize),
 }
 ALGORITHM_NAMES = tuple(REGISTRY)
 
@@ -74,6 +84,18 @@ def eval_view(state: DistillState, config) -> dict:
     return entry.eval_view(state, config)
 
 
+def boundary(state: DistillState, config, phase_index: int) -> DistillState:
+    """The state a staged run's phase ``phase_index`` starts from: ``Entry.boundary`` or the state unchanged."""
+    entry = _entry(config.algorithm)
+    return state if entry.boundary is None else entry.boundary(state, config, phase_index)
+
+
+def summarize(state: DistillState, config) -> dict:
+    """``Entry.summarize(state, config)`` or ``{}``: arrays a staged run keeps at each phase end."""
+    entry = _entry(config.algorithm)
+    return {} if entry.summarize is None else dict(entry.summarize(state, config))
+
+
 def default_config(name: str):
     """Default hyper-parameters of algorithm ``name`` (the ``config.<name>`` section)."""
     return _entry(name).default_config()
@@ -81,3 +103,4 @@ def default_config(name: str):
 
 __all__ = ["Entry", "REGISTRY", "prepare_data", "eval_view", "Algorithm", "DistillState", "RealPool", "SyntheticSet",
            "INIT_NAMES", "ALGORITHM_NAMES", "get_algorithm", "default_config", "init_synthetic", "make_real_pool", "sample_per_class"]
+__all__ += ["boundary", "summarize"]   # the phase hooks of staged runs (launch.staged)

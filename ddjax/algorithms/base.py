@@ -20,7 +20,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from ddjax import augment
 from ddjax.errors import ConfigError, check_choice
 
 INIT_NAMES = ("real", "noise")
@@ -47,13 +49,15 @@ class DistillState(flax.struct.PyTreeNode):
     """One pytree for a whole distillation run.
 
     step: int32 scalar, steps taken. rng: raw uint32 PRNG key (checkpoints as a plain array).
-    synthetic: the :class:`SyntheticSet` being learned. opt_state: optax state(s). extras: algorithm-specific.
+    synthetic: the :class:`SyntheticSet` being learned. opt_state: optax state(s). extras: the algorithm's own
+    state between steps, a typed pytree (a NamedTuple such as ``trajectory.TrajectoryExtras``, as optax's
+    ``ScaleByAdamState``); empty when the algorithm has none.
     """
     step: jax.Array
     rng: jax.Array
     synthetic: SyntheticSet
     opt_state: Any
-    extras: dict = flax.struct.field(default_factory=dict)
+    extras: Any = flax.struct.field(default_factory=dict)
 
 
 class Algorithm(NamedTuple):
@@ -62,6 +66,35 @@ class Algorithm(NamedTuple):
     ``data`` is a pytree of arrays (a ``RealPool`` unless the algorithm's ``prepare`` hook says otherwise)."""
     init: Callable[[jax.Array, SyntheticSet], DistillState]
     step: Callable[[DistillState, Any], tuple[DistillState, dict[str, jax.Array]]]
+
+
+def apply_gradients(tx: optax.GradientTransformation, grads: Any, opt_state: Any, params: Any) -> tuple[Any, Any]:
+    """One optax step on learned synthetic quantities, as flax's ``TrainState.apply_gradients``:
+    ``updates, opt_state = tx.update(grads, opt_state, params)``; ``params + updates``.
+
+    ``params``: the synthetic images, or a pytree of them and learned hyper-parameters (MTT's ``{"images", "lr"}``
+    with an ``optax.partition``). Returns ``(new params, new opt_state)``. Every algorithm's image update is this.
+    """
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+class Term(NamedTuple):
+    """One weighted loss term, ``(name, weight, fn)``: the loss is ``Σ weight · fn(...)`` over a tuple of terms and
+    the metrics report every term by ``name``. A term that is off is left out of the tuple. What ``fn`` takes is
+    the family's: :class:`~ddjax.algorithms.distribution_family.TermInputs` for distribution matching, the per-class
+    real and synthetic :class:`~ddjax.algorithms.gradient_matching.ClassStats` for gradient matching."""
+    name: str
+    weight: float
+    fn: Callable[..., Any]
+
+
+def siamese_dsa(keys: jax.Array, images: jax.Array, strategy: str, mode: str = "S") -> jax.Array:
+    """Siamese DSA of class-major images ``(K, n, H, W, C)``: one transform per class (``keys[c]``), the same for
+    that class's real and synthetic images (Zhao & Bilen, ICML'21). Identity when ``strategy`` has no op."""
+    if not augment.parse_strategy(strategy):
+        return images
+    return jax.vmap(lambda k, x: augment.dsa(k, x, strategy, per_sample=False, mode=mode))(keys, images)
 
 
 def make_real_pool(images: np.ndarray, labels: np.ndarray, num_classes: int) -> RealPool:

@@ -22,6 +22,7 @@ All classes are one batched program (real batch ``(K, B, H, W, C)``); with a mes
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -29,32 +30,22 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from ddjax import augment, losses, models, teachers
-from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet, sample_per_class
+from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet, Term, apply_gradients, siamese_dsa
+from ddjax.algorithms.samplers import RealSampler, random_real
 from ddjax.errors import ConfigError, check_choice
+from ddjax.sharding import batch_splitter, check_divisible
+
+__all__ = ["BASE_NAMES", "BANDWIDTH_NAMES", "COV_BLOCKS", "Family", "Features", "TermInputs", "base_term",
+           "centralization_term", "check_common", "covariance_term", "distribution_matching", "embed_fn",
+           "embedding_and_maps", "embeddings", "family_init", "family_step", "kernel_loss", "mean_embedding_term",
+           "mmd_term", "weighted_sum"]
 
 BASE_NAMES = ("dm", "m3d")
 BANDWIDTH_NAMES = ("median", "fixed")
 COV_BLOCKS = ("last", "all")
-
-
-class TeacherTerm(NamedTuple):
-    """What the class-centralization term needs: the teacher network and the loss settings."""
-    model: nn.Module
-    weight: float
-    alpha: float
-    beta: float
-    form: str
-
-
-class IIDTerms(NamedTuple):
-    """IID's extra terms: covariance matching weight (0: not computed) and blocks, and the teacher term (None: no
-    L_CC, no teacher pool needed)."""
-    lambda_cm: float
-    cov_blocks: str
-    teacher: TeacherTerm | None
 
 
 def embed_fn(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
@@ -73,9 +64,7 @@ def check_common(hp: ml_collections.ConfigDict, section: str, strategy: str, mes
     if not 0 <= hp.momentum < 1:
         raise ConfigError(f"{section}.momentum must be in [0, 1), got {hp.momentum}")
     augment.parse_strategy(strategy)  # validates eagerly, before tracing
-    if mesh is not None and hp.batch_real % mesh.shape["data"]:
-        raise ConfigError(f"{section}.batch_real={hp.batch_real} must be divisible by the {mesh.shape['data']} "
-                          f"devices of the data axis; change --config.{section}.batch_real")
+    check_divisible(hp.batch_real, mesh, f"{section}.batch_real={hp.batch_real}")
 
 
 def kernel_loss(hp: ml_collections.ConfigDict, section: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -102,100 +91,159 @@ def kernel_loss(hp: ml_collections.ConfigDict, section: str) -> Callable[[jax.Ar
     return loss
 
 
-def base_loss(base: str, hp: ml_collections.ConfigDict, section: str, ipc: int
-              ) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """The per-class base loss summed over classes: DM's mean-embedding distance or M3D's Gaussian MMD."""
-    check_choice(f"{section} base", base, BASE_NAMES)
-    if base == "dm":
-        return losses.mean_embedding_distance_per_class
+class Features(NamedTuple):
+    """What the terms see of one class-major batch: ``embed`` ``(K, n, D)``; ``maps``: local feature maps
+    ``(K, n, h, w, C)`` per matched block (empty unless a term needs them)."""
+    embed: jax.Array
+    maps: tuple
+
+
+class TermInputs(NamedTuple):
+    """A term's arguments: the real batch's features (no gradient), the synthetic set's, the augmented synthetic
+    images ``(K, ipc, H, W, C)``, the step's data and the step's key (``state.rng``)."""
+    real: Features
+    syn: Features
+    syn_images: jax.Array
+    data: Any
+    key: jax.Array
+
+
+def weighted_sum(terms: tuple[Term, ...], inputs: TermInputs) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``Σ weight · fn(inputs)`` and ``{name: value}``; a term's ``fn`` returns its value summed over classes, or
+    ``(value, extra metrics)``."""
+    total, metrics = 0.0, {}
+    for name, weight, fn in terms:
+        value = fn(inputs)
+        if isinstance(value, tuple):
+            value, extra = value
+            metrics.update(extra)
+        metrics[name] = value
+        total = total + weight * value
+    return total, metrics
+
+
+def mean_embedding_term(weight: float = 1.0) -> Term:
+    r"""DM: :math:`\sum_c \|\bar f(R_c) - \bar f(S_c)\|^2` (``loss_base``)."""
+    return Term("loss_base", weight, lambda x: losses.mean_embedding_distance_per_class(x.real.embed, x.syn.embed))
+
+
+def mmd_term(hp: ml_collections.ConfigDict, section: str, ipc: int, weight: float = 1.0) -> Term:
+    r"""M3D: :math:`\sum_c \mathrm{MMD}^2_k(f(R_c), f(S_c))` (``loss_base``; :func:`kernel_loss`)."""
     if hp.unbiased and ipc < 2:
         raise ConfigError(f"{section}.unbiased=True needs ipc >= 2 (the U-statistic drops each sample's pair with "
                           f"itself); set --config.{section}.unbiased=False at ipc {ipc}")
-    return kernel_loss(hp, section)
+    loss = kernel_loss(hp, section)
+    return Term("loss_base", weight, lambda x: loss(x.real.embed, x.syn.embed))
 
 
-def make_matching(config: ml_collections.ConfigDict, hp: ml_collections.ConfigDict, section: str, model: nn.Module,
-                  num_classes: int, image_shape: tuple[int, int, int], mesh: Mesh | None = None, *,
-                  base: str = "dm", iid: IIDTerms | None = None) -> Algorithm:
-    """Build the ``(init, step)`` pair of DM / M3D (``iid=None``) or IID on either base.
+def base_term(base: str, hp: ml_collections.ConfigDict, section: str, ipc: int) -> Term:
+    """The base of the family by name: ``"dm"`` (:func:`mean_embedding_term`) or ``"m3d"`` (:func:`mmd_term`)."""
+    check_choice(f"{section} base", base, BASE_NAMES)
+    return mean_embedding_term() if base == "dm" else mmd_term(hp, section, ipc)
 
-    ``hp``: the algorithm's config section (``lr_img``, ``momentum``, ``batch_real``, and M3D's ``bandwidth``,
-    ``sigmas``, ``unbiased`` when ``base="m3d"``). ``config``: reads ``ipc`` and ``dsa_strategy``.
-    ``step(state, data)``: ``data`` is the ``RealPool``, or for IID ``{"real": RealPool, "teachers": pool}``.
-    """
-    strategy = config.dsa_strategy
-    check_common(hp, section, strategy, mesh)
-    ipc = config.ipc
-    class_loss = base_loss(base, hp, section, ipc)
-    if iid is not None:
-        check_choice(f"{section}.cov_blocks", iid.cov_blocks, COV_BLOCKS)
-    optimizer = optax.sgd(hp.lr_img, momentum=hp.momentum)
-    output = "embed" if iid is None else "features"
 
-    def init(key: jax.Array, synthetic: SyntheticSet) -> DistillState:
-        if synthetic.images.shape != (num_classes * ipc,) + tuple(image_shape):
-            raise ConfigError(f"synthetic images have shape {synthetic.images.shape}, expected "
-                              f"{(num_classes * ipc,) + tuple(image_shape)} (num_classes*ipc, H, W, C)")
-        return DistillState(step=jnp.zeros((), jnp.int32), rng=key, synthetic=synthetic,
-                            opt_state=optimizer.init(synthetic.images))
+def covariance_term(weight: float) -> Term:
+    r"""IID's :math:`\mathcal L_{CM}` (eqs. 5-7): covariance matching of the local feature maps, summed over the
+    matched blocks (``loss_cm``; needs :func:`embedding_and_maps`)."""
+    return Term("loss_cm", weight, lambda x: sum(losses.covariance_matching_per_class(r, s)
+                                                 for r, s in zip(x.real.maps, x.syn.maps)))
 
-    def siamese_dsa(keys: jax.Array, images: jax.Array) -> jax.Array:
-        # One transform per class (key per class), the same for that class's real and synthetic images.
-        return jax.vmap(lambda k, x: augment.dsa(k, x, strategy, per_sample=False))(keys, images)
 
-    def features(variables: Any, images: jax.Array) -> dict[str, Any]:
-        """``{"embed": (K, n, D), "maps": tuple of (K, n, h, w, C)}`` of class-major images ``(K, n, H, W, C)``."""
+def centralization_term(teacher: nn.Module, weight: float, alpha: float, beta: float, form: str) -> Term:
+    r"""IID's :math:`\mathcal L_{CC}` (eq. 3, :func:`ddjax.losses.class_centralization` with ``alpha``, ``beta``,
+    ``form``) of a ``teacher`` network drawn from ``data["teachers"]`` with ``fold_in(key, 1)`` (``loss_cc``; also
+    reports the drawn ``teacher``'s index)."""
+    def fn(x: TermInputs):
+        variables, index = teachers.sample_teacher(jax.random.fold_in(x.key, 1), x.data["teachers"])
+        k, n = x.syn_images.shape[:2]
+        emb = teachers.teacher_embed(teacher, variables, x.syn_images.reshape((k * n,) + x.syn_images.shape[2:]))
+        value = losses.class_centralization_per_class(emb.reshape(k, n, -1), alpha, beta, form)
+        return value, {"teacher": index.astype(jnp.float32)}
+    return Term("loss_cc", weight, fn)
+
+
+def embeddings(model: nn.Module) -> Callable[[Any, jax.Array], Features]:
+    """Features of class-major images ``(K, n, H, W, C)``: the embeddings only (DM, M3D)."""
+    def features(variables: Any, images: jax.Array) -> Features:
         k, n = images.shape[:2]
-        flat = images.reshape((k * n,) + images.shape[2:])
-        out, _ = models.apply_model(model, variables, flat, train=True, output=output)
-        if iid is None:
-            return {"embed": out.reshape(k, n, -1), "maps": ()}
-        if not iid.lambda_cm:
-            return {"embed": out["embed"].reshape(k, n, -1), "maps": ()}
-        blocks = out["blocks"] if iid.cov_blocks == "all" else out["blocks"][-1:]
-        return {"embed": out["embed"].reshape(k, n, -1),
-                "maps": tuple(b.reshape((k, n) + b.shape[1:]) for b in blocks)}
+        out = embed_fn(model, variables, images.reshape((k * n,) + images.shape[2:]))
+        return Features(out.reshape(k, n, -1), ())
+    return features
 
-    def step(state: DistillState, data: Any) -> tuple[DistillState, dict[str, jax.Array]]:
-        real_pool: RealPool = data if iid is None else data["real"]
-        rng, k_net, k_real, k_aug = jax.random.split(state.rng, 4)
-        variables = models.init_model(model, k_net, image_shape)
-        aug_keys = jax.random.split(k_aug, num_classes)
 
-        real_batch = sample_per_class(k_real, real_pool, hp.batch_real)
-        if mesh is not None:
-            real_batch = jax.lax.with_sharding_constraint(real_batch, NamedSharding(mesh, P(None, "data")))
-        real = jax.lax.stop_gradient(features(variables, siamese_dsa(aug_keys, real_batch)))
-        if iid is not None and iid.teacher is not None:
-            teacher_vars, teacher_index = teachers.sample_teacher(jax.random.fold_in(state.rng, 1), data["teachers"])
+def embedding_and_maps(model: nn.Module, cov_blocks: str) -> Callable[[Any, jax.Array], Features]:
+    """Features with the local maps of the last block (``cov_blocks="last"``) or of every block (``"all"``)."""
+    check_choice("cov_blocks", cov_blocks, COV_BLOCKS)
 
-        def loss_fn(images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-            syn_images = siamese_dsa(aug_keys, images.reshape((num_classes, ipc) + images.shape[1:]))
-            syn = features(variables, syn_images)
-            terms = {"loss_base": class_loss(real["embed"], syn["embed"])}
-            total = terms["loss_base"]
-            if iid is not None and iid.lambda_cm:
-                terms["loss_cm"] = sum(losses.covariance_matching_per_class(r, s)
-                                       for r, s in zip(real["maps"], syn["maps"]))
-                total = total + iid.lambda_cm * terms["loss_cm"]
-            if iid is not None and iid.teacher is not None:
-                t = iid.teacher
-                emb = teachers.teacher_embed(t.model, teacher_vars, syn_images.reshape(images.shape))
-                terms["loss_cc"] = losses.class_centralization_per_class(
-                    emb.reshape(num_classes, ipc, -1), t.alpha, t.beta, t.form)
-                total = total + t.weight * terms["loss_cc"]
-            return total, terms
+    def features(variables: Any, images: jax.Array) -> Features:
+        k, n = images.shape[:2]
+        out, _ = models.apply_model(model, variables, images.reshape((k * n,) + images.shape[2:]), train=True,
+                                    output="features")
+        blocks = out["blocks"] if cov_blocks == "all" else out["blocks"][-1:]
+        return Features(out["embed"].reshape(k, n, -1), tuple(b.reshape((k, n) + b.shape[1:]) for b in blocks))
+    return features
 
-        images = state.synthetic.images
-        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(images)
-        updates, opt_state = optimizer.update(grads, state.opt_state, images)
-        synthetic = state.synthetic.replace(images=optax.apply_updates(images, updates))
-        new_state = state.replace(step=state.step + 1, rng=rng, synthetic=synthetic, opt_state=opt_state)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        if iid is not None:
-            metrics.update(terms)
-            if iid.teacher is not None:
-                metrics["teacher"] = teacher_index.astype(jnp.float32)
-        return new_state, metrics
 
-    return Algorithm(init, step)
+class Family(NamedTuple):
+    """One distribution-matching algorithm as parts (:func:`distribution_matching`)."""
+    model: nn.Module
+    num_classes: int
+    ipc: int
+    image_shape: tuple[int, int, int]
+    strategy: str                                   # siamese DSA ("none": identity)
+    terms: tuple[Term, ...]
+    features: Callable[[Any, jax.Array], Features]
+    sampler: RealSampler
+    real_pool: Callable[[Any], RealPool]            # the RealPool inside the step's data
+    split: Callable[[jax.Array], jax.Array]         # the real batch's split over the mesh (sample axis)
+    tx: optax.GradientTransformation
+
+
+def distribution_matching(config: ml_collections.ConfigDict, hp: ml_collections.ConfigDict, section: str,
+                          model: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
+                          mesh: Mesh | None = None, *, terms: tuple[Term, ...],
+                          features: Callable[[Any, jax.Array], Features] | None = None,
+                          sampler: RealSampler | None = None,
+                          real_pool: Callable[[Any], RealPool] = lambda data: data) -> Algorithm:
+    """The ``(init, step)`` pair of one family member from its parts (module doc).
+
+    ``hp``: the algorithm's config section (``lr_img``, ``momentum``, ``batch_real``); ``config``: reads ``ipc`` and
+    ``dsa_strategy``. ``terms``: the loss. ``features``: default :func:`embeddings`. ``sampler``: default
+    ``batch_real`` random images per class. ``real_pool``: where the step's data holds the ``RealPool``.
+    """
+    check_common(hp, section, config.dsa_strategy, mesh)
+    family = Family(model=model, num_classes=num_classes, ipc=config.ipc, image_shape=tuple(image_shape),
+                    strategy=config.dsa_strategy, terms=tuple(terms), features=features or embeddings(model),
+                    sampler=sampler or random_real(hp.batch_real), real_pool=real_pool,
+                    split=batch_splitter(mesh, axis=1), tx=optax.sgd(hp.lr_img, momentum=hp.momentum))
+    return Algorithm(functools.partial(family_init, family), functools.partial(family_step, family))
+
+
+def family_init(f: Family, key: jax.Array, synthetic: SyntheticSet) -> DistillState:
+    """The state: the images, their SGD state, and the sampler's carry in ``extras``."""
+    expected = (f.num_classes * f.ipc,) + f.image_shape
+    if synthetic.images.shape != expected:
+        raise ConfigError(f"synthetic images have shape {synthetic.images.shape}, expected {expected} "
+                          "(num_classes*ipc, H, W, C)")
+    return DistillState(step=jnp.zeros((), jnp.int32), rng=key, synthetic=synthetic,
+                        opt_state=f.tx.init(synthetic.images), extras=f.sampler.init(f.num_classes, f.image_shape))
+
+
+def family_step(f: Family, state: DistillState, data: Any) -> tuple[DistillState, dict[str, jax.Array]]:
+    """One step: fresh network, real batch, ``Σ weight · term`` on the augmented sets, one SGD step on the images."""
+    rng, k_net, k_real, k_aug = jax.random.split(state.rng, 4)
+    variables = models.init_model(f.model, k_net, f.image_shape)
+    aug_keys = jax.random.split(k_aug, f.num_classes)
+    real_batch, sampler_carry = f.sampler.sample(k_real, state.extras, state.step,
+                                                 lambda x: f.features(variables, x).embed, f.real_pool(data))
+    real = jax.lax.stop_gradient(f.features(variables, siamese_dsa(aug_keys, f.split(real_batch), f.strategy)))
+
+    def loss_fn(images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        syn_images = siamese_dsa(aug_keys, images.reshape((f.num_classes, f.ipc) + images.shape[1:]), f.strategy)
+        return weighted_sum(f.terms, TermInputs(real, f.features(variables, syn_images), syn_images, data, state.rng))
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.synthetic.images)
+    images, opt_state = apply_gradients(f.tx, grads, state.opt_state, state.synthetic.images)
+    new_state = state.replace(step=state.step + 1, rng=rng, synthetic=state.synthetic.replace(images=images),
+                              opt_state=opt_state, extras=sampler_carry)
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **terms}

@@ -17,7 +17,7 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from ddjax.algorithms.base import Algorithm
-from ddjax.algorithms.distribution_family import embed_fn, make_matching
+from ddjax.algorithms.distribution_family import distribution_matching, embed_fn, mean_embedding_term
 
 __all__ = ["default_config", "embed_fn", "make"]
 
@@ -29,9 +29,11 @@ def default_config() -> ml_collections.ConfigDict:
 
 def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int,
          image_shape: tuple[int, int, int], mesh: Mesh | None = None) -> Algorithm:
-    """Build DM's ``(init, step)`` (the shared step of :mod:`ddjax.algorithms.distribution_family`, base "dm").
+    """Build DM's ``(init, step)``: the family's step (:mod:`ddjax.algorithms.distribution_family`) with the one term
+    :func:`~ddjax.algorithms.distribution_family.mean_embedding_term`.
 
     Reads ``config.dm`` (lr_img, momentum, batch_real), ``config.dsa_strategy`` and ``config.ipc``.
     ``mesh``: when given, the per-class real batch is sharded along its sample axis over ``mesh``'s ``data`` axis.
     """
-    return make_matching(config, config.dm, "dm", model, num_classes, image_shape, mesh, base="dm")
+    return distribution_matching(config, config.dm, "dm", model, num_classes, image_shape, mesh,
+                                 terms=(mean_embedding_term(),))

@@ -31,14 +31,15 @@ from jax.sharding import Mesh
 from ml_collections import config_dict
 
 from ddjax import cluster
-from ddjax.algorithms import gradient_matching, idc
+from ddjax.algorithms import gradient_matching, idc, samplers
 from ddjax.algorithms.base import Algorithm, RealPool
 from ddjax.errors import ConfigError, check_choice
 
 DREAM_BASES = ("idc", "dc", "dsa")
 DREAM_INITS = ("kmeans", "given")
 
-__all__ = ["DREAM_BASES", "DREAM_INITS", "check_real_pool", "default_config", "make", "prepare", "spec_from_config"]
+__all__ = ["DREAM_BASES", "DREAM_INITS", "check_real_pool", "default_config", "dream_parts", "make", "prepare",
+           "spec_from_config"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -68,7 +69,7 @@ def spec_from_config(config: ml_collections.ConfigDict) -> gradient_matching.Mat
         extra["syn_init"] = "kmeans"
     if hp.base == "idc":
         return idc.spec_from_idc_config(hp.idc, config.ipc, **extra)
-    strategy = "" if hp.base == "dc" else gradient_matching._strategy(config)
+    strategy = "" if hp.base == "dc" else gradient_matching.dsa_strategy(config)
     return gradient_matching.spec_from_dc_config(hp[hp.base], config.ipc, strategy, **extra)
 
 
@@ -95,8 +96,23 @@ def prepare(config: ml_collections.ConfigDict, dataset: Any, real: RealPool, mes
     return real
 
 
+def dream_parts(spec: gradient_matching.MatchingSpec, mesh: Mesh | None = None) -> gradient_matching.MatchingParts:
+    """DREAM+ = its base's parts (IDC when the network trains on real data, else DC/DSA) with the representative
+    sampler, the bidirectional feature term and the k-means initialisation swapped in (each when switched on)."""
+    base = idc.idc_parts(spec, mesh) if spec.net_source == "real" else gradient_matching.dc_parts(spec)
+    sampler = base.sampler
+    if spec.representative:
+        sampler = samplers.representatives(spec.batch_real, subsample=spec.subsample, interval=spec.interval,
+                                           pool=spec.cluster_pool, kmeans_iters=spec.kmeans_iters)
+    feature = (gradient_matching.feature_term(spec.metric, spec.feature_weight),) if spec.feature_weight else ()
+    initial = (gradient_matching.kmeans_init(spec.cluster_pool, spec.kmeans_iters) if spec.syn_init == "kmeans"
+               else base.initial)
+    return base._replace(sampler=sampler, terms=base.terms + feature, initial=initial)
+
+
 def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
          mesh: Mesh | None = None) -> Algorithm:
     """DREAM+'s ``(init, step)``. Reads ``config.dream`` and ``config.ipc`` (and ``config.dsa_strategy`` for the
     DSA base)."""
-    return gradient_matching.make_matching(spec_from_config(config), model, num_classes, image_shape, mesh)
+    return gradient_matching.matching(dream_parts(spec_from_config(config), mesh), model, num_classes, image_shape,
+                                      mesh)

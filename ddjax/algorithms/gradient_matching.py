@@ -26,7 +26,22 @@ Every class is one batched program: per-class gradients come from ``vmap`` over 
 B=64, w64, 2026-11-30); ``class_axis`` overrides. Batch-norm networks use the statistics of each forward batch
 (train mode) and keep their running averages fixed within the step; the reference instead freezes statistics from
 16 real images per class — the default network (instance norm) is unaffected. With a device mesh the real images
-of every round are split over its ``data`` axis (:func:`make_matching`).
+of every round are split over its ``data`` axis (:func:`matching`).
+
+**Parts.** A method is a :class:`MatchingParts` (like ``optax.adam = chain(scale_by_adam, scale_by_learning_rate)``);
+:func:`matching` turns any into ``(init, step)``:
+
+- real-batch sampler (:mod:`.samplers`): ``random_real`` (DC, DSA, IDC) or ``representatives`` (DREAM+);
+- parameterisation: :func:`plain` (DC, DSA) or :func:`multi_formation` (IDC); initialiser at step 0:
+  :func:`keep_given`, :func:`mix_real` (IDC) or :func:`kmeans_init` (DREAM+);
+- matching terms, ``(name, weight, fn(real_c, syn_c))`` over :class:`ClassStats`: :func:`gradient_term`, and
+  DREAM+'s :func:`feature_term`; the loss is ``Σ weight · Σ_c fn``, each term's mean over rounds a metric;
+- network update between rounds: :func:`no_network_update`, :func:`synthetic_sgd` (DC, DSA) or
+  :func:`real_data_sgd` (IDC);
+- siamese augmentation, the image optimiser and how the loops run (:func:`loops`).
+
+DC/DSA are :func:`dc_parts`, IDC ``idc.idc_parts``, DREAM+ ``dream.dream_parts`` (its base's parts with the
+representative sampler, the feature term and the k-means initialiser swapped in).
 
 Reference defaults (``DatasetCondensation/main.py``, ``utils.py:get_loops``): 1000 iterations, ``lr_img=0.1``
 (SGD momentum 0.5), ``batch_real=256``, ``lr_net=0.01`` (SGD, no momentum), batch 256 on the synthetic set, metric
@@ -36,23 +51,26 @@ Reference defaults (``DatasetCondensation/main.py``, ``utils.py:get_loops``): 10
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 from ml_collections import config_dict
 
-from ddjax import augment, cluster, models
-from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet, sample_per_class
+from ddjax import augment, models
+from ddjax.algorithms.base import (Algorithm, DistillState, RealPool, SyntheticSet, Term, apply_gradients,
+                                   sample_per_class, siamese_dsa)
 from ddjax.algorithms.multiformation import check_factor, decode_zoom, mosaic
+from ddjax.algorithms.samplers import EmbedFn, RealSampler, embed_in_chunks, random_real, select_representatives
 from ddjax.errors import ConfigError, check_choice
 from ddjax.losses.gradient import check_gradient_metric, gradient_matching_distance
-from ddjax.sharding import DATA_AXIS
+from ddjax.sharding import batch_splitter, check_divisible
 
 #: DC's ``get_loops``: IPC -> (matching rounds per network, net-training epochs between rounds).
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -69,9 +87,13 @@ UNROLL_LOOPS = ("classes", "rounds", "net", "embed")
 CPU_UNROLL: tuple[str, ...] = ()
 AUG_MODES = ("S", "M")
 
-__all__ = ["CPU_UNROLL", "DC_LOOPS", "MatchingSpec", "UNROLL_LOOPS", "dc_loops", "default_config",
-           "dsa_default_config", "feature_distance", "make", "make_dsa", "make_matching", "resolve_unroll",
-           "spec_from_dc_config"]
+__all__ = ["CPU_UNROLL", "ClassStats", "DC_LOOPS", "Loops", "Matching", "MatchingParts", "MatchingSpec", "NetUpdate",
+           "Parameterization", "UNROLL_LOOPS", "class_stats", "dc_loops", "dc_parts", "decode", "default_config",
+           "dsa_default_config", "dsa_strategy", "feature_distance", "feature_term", "gradient_term", "keep_given",
+           "kmeans_init", "loops", "make", "make_dsa", "matching", "matching_init", "matching_round", "matching_step",
+           "mix_real", "multi_formation", "network_sgd", "no_network_update", "plain", "real_data_sgd",
+           "resolve_unroll", "round_images", "siamese", "spec_from_dc_config", "stored_images", "synthetic_sgd",
+           "to_stored", "with_stored"]
 
 
 def dc_loops(ipc: int, outer_loop: int | None = None, inner_loop: int | None = None) -> tuple[int, int]:
@@ -154,8 +176,8 @@ class MatchingSpec:
     class_axis: str = "auto"
     unroll: str = "auto"
 
-    def validate(self, image_shape: tuple[int, int, int]) -> None:
-        """Eager checks with one-line ConfigErrors."""
+    def validate(self) -> None:
+        """Eager checks with one-line ConfigErrors (the factor against the image size: :func:`matching`)."""
         check_gradient_metric(self.metric, self.layers)
         for name in ("ipc", "rounds", "batch_real", "net_batch", "interval", "subsample", "kmeans_iters"):
             if getattr(self, name) < 1:
@@ -177,7 +199,6 @@ class MatchingSpec:
         check_choice("augmentation mode", self.net_mode, AUG_MODES)
         augment.parse_strategy(self.match_strategy or "none")
         augment.parse_strategy(self.net_strategy or "none")
-        check_factor(self.factor, image_shape)
         if self.representative and self.batch_real % self.subsample:
             raise ConfigError(f"batch_real={self.batch_real} must be a multiple of subsample={self.subsample} "
                               "(batch_real // subsample clusters, subsample nearest samples each)")
@@ -243,264 +264,354 @@ def _sample_real_flat(key: jax.Array, real: RealPool, n: int) -> tuple[jax.Array
     return real.images[labels, index], labels
 
 
-def _batch_sharder(spec: MatchingSpec, mesh: Mesh | None) -> Callable[[jax.Array, int], jax.Array]:
-    """``shard(x, axis)``: ``x`` constrained to be split over the mesh's ``data`` axis along ``axis`` (identity
-    without a mesh or with one device). Checks the batch sizes eagerly (one-line ConfigError)."""
-    if mesh is None or mesh.shape[DATA_AXIS] == 1:
-        return lambda x, axis: x
-    n = mesh.shape[DATA_AXIS]
-    if spec.batch_real % n:
-        raise ConfigError(f"batch_real={spec.batch_real} must be divisible by the {n} devices of the mesh (each "
-                          f"device takes batch_real/{n} real images of every class); set batch_real to a multiple "
-                          f"of {n}")
-    if spec.net_source == "real" and spec.net_samples and spec.net_batch % n:
-        raise ConfigError(f"net_batch={spec.net_batch} must be divisible by the {n} devices of the mesh; set the "
-                          f"network-update batch to a multiple of {n}")
-
-    def shard(x: jax.Array, axis: int) -> jax.Array:
-        spec_axes = [None] * x.ndim
-        spec_axes[axis] = DATA_AXIS
-        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*spec_axes)))
-    return shard
+# --------------------------------------------------------------------------------------------------- the parts
 
 
-def make_matching(spec: MatchingSpec, model: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
-                  mesh: Mesh | None = None) -> Algorithm:
-    """The ``(init, step)`` pair of the engine (module doc) for ``spec``.
+class Loops(NamedTuple):
+    """How the engine's loops run: ``lax.scan`` fully unrolled for the loop names in ``unrolled``
+    (:func:`resolve_unroll`), and the per-class programs by ``vmap`` or ``lax.map`` (``class_axis``)."""
+    unrolled: frozenset
+    class_axis: str  # "vmap" | "map"
 
-    ``mesh``: the real images of every round (each class's matching batch, and IDC/DREAM's network-update batch)
-    are split over its ``data`` axis; the per-class gradients sum over that axis (XLA's all-reduce); the network,
-    the synthetic set and the clustering stay replicated. ``batch_real`` (and ``net_batch`` when the network trains
-    on real data) must be divisible by the number of devices."""
-    spec.validate(image_shape)
-    shard_batch = _batch_sharder(spec, mesh)
-    image_shape = tuple(image_shape)
-    K, ipc, f = num_classes, spec.ipc, spec.factor
-    class_axis = spec.class_axis
+    def scan(self, name: str, body: Callable, carry: Any, xs: Any) -> tuple[Any, Any]:
+        return jax.lax.scan(body, carry, xs, unroll=True if name in self.unrolled else 1)
+
+    def over_classes(self, fn: Callable, *args) -> Any:
+        if self.class_axis == "vmap":
+            return jax.vmap(fn)(*args)
+        return self.scan("classes", lambda _, a: (None, fn(*a)), None, args)[1]
+
+
+def loops(class_axis: str = "auto", unroll: str = "auto") -> Loops:
+    """:class:`Loops` for the options (``class_axis="auto"``: ``map`` on CPU, ``vmap`` elsewhere)."""
+    check_choice("class axis", class_axis, CLASS_AXES)
     if class_axis == "auto":
         class_axis = "map" if jax.default_backend() == "cpu" else "vmap"
-    unrolled = resolve_unroll(spec.unroll)
+    return Loops(resolve_unroll(unroll), class_axis)
 
-    def loop(name: str, body: Callable, carry, xs):
-        """``lax.scan`` over ``xs``, fully unrolled when ``name`` is in ``unrolled`` (still one XLA program)."""
-        return jax.lax.scan(body, carry, xs, unroll=True if name in unrolled else 1)
-    tx_img = optax.sgd(spec.lr_img, momentum=spec.momentum or None)
-    tx_net = optax.chain(optax.add_decayed_weights(spec.net_weight_decay),
-                         optax.sgd(spec.net_lr, momentum=spec.net_momentum or None))
-    n_syn_dec = K * spec.decoded_per_class
-    if spec.net_source == "synthetic":
-        net_batch = min(spec.net_batch, n_syn_dec)
-        steps_per_epoch = math.ceil(n_syn_dec / net_batch)
-        net_steps = spec.net_epochs * steps_per_epoch
-    else:
-        net_batch = spec.net_batch
-        steps_per_epoch = 0
-        net_steps = math.ceil(spec.net_samples / net_batch) if spec.net_samples else 0
-    n_clusters = spec.batch_real // spec.subsample
 
-    def over_classes(fn: Callable, *args):
-        if class_axis == "vmap":
-            return jax.vmap(fn)(*args)
-        return loop("classes", lambda _, a: (None, fn(*a)), None, args)[1]
+class Parameterization(NamedTuple):
+    """How stored images become training images: ``factor`` 1 is the images themselves (:func:`plain`), > 1 IDC's
+    multi-formation (:func:`multi_formation`); ``batch_syn_max`` caps the decoded images per class in a round."""
+    ipc: int                # stored images per class
+    factor: int = 1
+    batch_syn_max: int = 0  # 0: all
 
-    def apply(params, rest, x, output="logits"):
-        out, _ = models.apply_model(model, {"params": params, **rest}, x, train=True, output=output)
-        return out
+    @property
+    def decoded_per_class(self) -> int:
+        return self.ipc * self.factor ** 2
 
-    def ce_and_embed(params, rest, x, label):
-        feats = apply(params, rest, x, output="features")
-        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-            feats["logits"], jnp.full((x.shape[0],), label, jnp.int32)))
-        return loss, jnp.mean(feats["embed"], axis=0)
 
-    def class_grads(params, rest, x, label):
-        grads, embed = jax.grad(ce_and_embed, has_aux=True)(params, rest, x, label)
-        return grads, embed
+def plain(ipc: int) -> Parameterization:
+    """The synthetic images are what is optimised (DC, DSA)."""
+    return Parameterization(ipc)
 
-    def siamese(keys, images):
-        if not spec.match_strategy:
-            return images
-        return jax.vmap(lambda k, x: augment.dsa(k, x, spec.match_strategy, per_sample=False,
-                                                  mode=spec.match_mode))(keys, images)
 
-    def decode(stored):
-        per_class = stored.reshape((K, ipc) + image_shape)
-        return decode_zoom(per_class, f)  # (K, ipc f², H, W, C)
+def multi_formation(ipc: int, factor: int, batch_syn_max: int = 0) -> Parameterization:
+    """IDC's multi-formation (:mod:`.multiformation`): every stored image decodes to ``factor²`` images."""
+    return Parameterization(ipc, factor, batch_syn_max)
 
-    def embed_pool(params, rest, images):
-        """Embeddings of class-major images ``(K, N, ...)`` -> ``(K, N, D)``, in chunks (bounded memory)."""
-        n = images.shape[1]
-        chunk = min(n, 256)
-        pad = (-n) % chunk
-        padded = jnp.pad(images, [(0, 0), (0, pad)] + [(0, 0)] * 3)
-        chunks = padded.reshape((K * (n + pad) // chunk, chunk) + image_shape)
-        out = loop("embed", lambda _, x: (None, apply(params, rest, x, output="embed")), None, chunks)[1]
-        return out.reshape(K, n + pad, -1)[:, :n]
 
-    def cluster_pool(key, real: RealPool):
-        """The images k-means sees per class ``(K, N, ...)`` with a validity mask ``(K, N)``."""
-        if spec.cluster_pool and spec.cluster_pool < real.images.shape[1]:
-            images = sample_per_class(key, real, spec.cluster_pool)
-            return images, jnp.ones(images.shape[:2], bool)
-        return real.images, jnp.arange(real.images.shape[1])[None, :] < real.counts[:, None]
+def decode(p: Parameterization, stored: jax.Array) -> jax.Array:
+    """Stored images ``(K·ipc, H, W, C)`` -> decoded, class-major ``(K, ipc·factor², H, W, C)``."""
+    return decode_zoom(stored.reshape((-1, p.ipc) + stored.shape[1:]), p.factor)
 
-    def representatives(key, params, rest, real: RealPool, k: int, per_center: int):
-        """DREAM: per class, k-means (k clusters) on the network's embeddings; the ``per_center`` real samples
-        nearest each centre, ``(K, k · per_center, H, W, C)``."""
-        k_pool, k_km = jax.random.split(key)
-        images, mask = cluster_pool(k_pool, real)
-        feats = jax.lax.stop_gradient(embed_pool(params, rest, images))
 
-        def one(kk, x, m):
-            res = cluster.kmeans(kk, x, k, m, max_iter=spec.kmeans_iters)
-            return cluster.nearest_indices(x, res.centers, per_center, m).reshape(-1)
+def round_images(p: Parameterization, key: jax.Array, stored: jax.Array) -> jax.Array:
+    """The decoded images of one round: all, or ``batch_syn_max`` random ones per class."""
+    syn = decode(p, stored)
+    n = p.decoded_per_class
+    if not p.batch_syn_max or p.batch_syn_max >= n:
+        return syn
+    sub = jax.vmap(lambda k: jax.random.permutation(k, n)[:p.batch_syn_max])(jax.random.split(key, syn.shape[0]))
+    return jnp.take_along_axis(syn, sub[:, :, None, None, None], axis=1)
 
-        idx = jax.vmap(one)(jax.random.split(k_km, K), feats, mask)
-        return jnp.take_along_axis(images, idx[:, :, None, None, None], axis=1)
 
-    def initial_images(key, params, rest, real: RealPool) -> jax.Array:
-        """Stored images at step 0 for ``syn_init`` 'mix' (random real) or 'kmeans' (representatives)."""
-        n = spec.decoded_per_class
-        if spec.syn_init == "kmeans":
-            parts = representatives(key, params, rest, real, n, 1)
-        else:
-            parts = sample_per_class(key, real, n)
-        return mosaic(parts, f).reshape((K * ipc,) + image_shape)
+def stored_images(p: Parameterization, synthetic: SyntheticSet) -> jax.Array:
+    """The optimised tensor: ``synthetic.extras["stored"]`` under multi-formation, else the images."""
+    return synthetic.extras["stored"] if p.factor > 1 else synthetic.images
 
-    def net_update(key, params, rest, net_opt, stored, real: RealPool):
-        """One round's network training (module doc, step 3)."""
-        if net_steps == 0:
-            return params, net_opt
-        if spec.net_source == "synthetic":
-            syn = jax.lax.stop_gradient(decode(stored)).reshape((n_syn_dec,) + image_shape)
-            syn_labels = jnp.repeat(jnp.arange(K, dtype=jnp.int32), spec.decoded_per_class)
-            idx, weight = jax.vmap(lambda k: _epoch_batches(k, n_syn_dec, steps_per_epoch, net_batch))(
-                jax.random.split(key, spec.net_epochs))
-            idx, weight = idx.reshape(net_steps, net_batch), weight.reshape(net_steps, net_batch)
-        else:
-            idx = weight = jnp.zeros((net_steps, net_batch))  # placeholders: real batches are drawn per step
 
-        def body(carry, inputs):
-            params, net_opt = carry
-            t, ix, wt = inputs
-            kt = jax.random.fold_in(key, 10_000 + t)
-            k_data, k_aug, k_mix = jax.random.split(kt, 3)
-            if spec.net_source == "synthetic":
-                x, y = syn[ix.astype(jnp.int32)], syn_labels[ix.astype(jnp.int32)]
-                w = wt
-            else:
-                x, y = _sample_real_flat(k_data, real, net_batch)
-                x = shard_batch(x, 0)
-                w = jnp.ones((net_batch,), jnp.float32)
-            if spec.net_strategy:
-                x = augment.dsa(k_aug, x, spec.net_strategy, per_sample=True, mode=spec.net_mode)
-            perm, lam = jnp.arange(x.shape[0]), jnp.float32(1.0)
-            if spec.net_cutmix > 0:
-                x, perm, lam = _cutmix(k_mix, x, spec.net_cutmix)
+def with_stored(p: Parameterization, synthetic: SyntheticSet, stored: jax.Array) -> SyntheticSet:
+    """``synthetic`` holding ``stored``; under multi-formation its images/labels are the decoded training set."""
+    if p.factor == 1:
+        return synthetic.replace(images=stored)
+    decoded = decode(p, stored)
+    labels = jnp.repeat(jnp.arange(decoded.shape[0], dtype=jnp.int32), decoded.shape[1])
+    return synthetic.replace(images=decoded.reshape((-1,) + decoded.shape[2:]), labels=labels,
+                             extras={**synthetic.extras, "stored": stored})
 
-            def loss_fn(p):
-                logits = apply(p, rest, x)
-                ce_a = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-                ce_b = optax.softmax_cross_entropy_with_integer_labels(logits, y[perm])
-                per = lam * ce_a + (1.0 - lam) * ce_b
-                return jnp.sum(per * w) / jnp.sum(w)
 
-            grads = jax.grad(loss_fn)(params)
-            updates, net_opt = tx_net.update(grads, net_opt, params)
-            return (optax.apply_updates(params, updates), net_opt), None
+def to_stored(p: Parameterization, images: jax.Array) -> jax.Array:
+    """Class-major real images ``(K, ipc·factor², ...)`` -> stored images ``(K·ipc, ...)`` (IDC's mosaic)."""
+    return mosaic(images, p.factor).reshape((-1,) + images.shape[2:])
 
-        (params, net_opt), _ = loop("net", body, (params, net_opt), (jnp.arange(net_steps), idx, weight))
-        return params, net_opt
 
-    def init(key: jax.Array, synthetic: SyntheticSet) -> DistillState:
-        if synthetic.images.shape != (K * ipc,) + image_shape:
-            raise ConfigError(f"synthetic images have shape {synthetic.images.shape}, expected "
-                              f"{(K * ipc,) + image_shape} (num_classes*ipc, H, W, C)")
-        stored = synthetic.images
-        if f > 1:  # the optimised tensor is the stored set; images/labels are its decoded training set
-            synthetic = synthetic.replace(extras={**synthetic.extras, "stored": stored})
-            synthetic = _with_decoded(synthetic, stored)
-        return DistillState(step=jnp.zeros((), jnp.int32), rng=key, synthetic=synthetic,
-                            opt_state=tx_img.init(stored))
+# Initialisers at step 0: ``(key, p, stored, embed, real) -> stored``; ``embed`` is the step's network's embedding.
 
-    def _with_decoded(synthetic: SyntheticSet, stored: jax.Array) -> SyntheticSet:
-        if f == 1:
-            return synthetic.replace(images=stored)
-        images = decode(stored).reshape((n_syn_dec,) + image_shape)
-        labels = jnp.repeat(jnp.arange(K, dtype=jnp.int32), spec.decoded_per_class)
-        return synthetic.replace(images=images, labels=labels, extras={**synthetic.extras, "stored": stored})
+def keep_given(key: jax.Array, p: Parameterization, stored: jax.Array, embed: EmbedFn, real: RealPool) -> jax.Array:
+    """The set passed to ``init``."""
+    del key, p, embed, real
+    return stored
 
-    def step(state: DistillState, real: RealPool) -> tuple[DistillState, dict[str, jax.Array]]:
-        rng, k_net, k_init, k_rounds = jax.random.split(state.rng, 4)
-        variables = models.init_model(model, k_net, image_shape)
-        params = variables["params"]
-        rest = {k: v for k, v in variables.items() if k != "params"}
-        stored = state.synthetic.extras["stored"] if f > 1 else state.synthetic.images
-        if spec.syn_init != "given":
-            stored = jax.lax.cond(state.step == 0, lambda: initial_images(k_init, params, rest, real),
-                                  lambda: stored)
-        net_opt = tx_net.init(params)
-        rep0 = jnp.zeros((K, spec.batch_real) + image_shape, jnp.float32)
 
-        def round_fn(carry, r):
-            stored, img_opt, params, net_opt, rep = carry
-            kr = jax.random.fold_in(k_rounds, r)
-            k_real, k_aug, k_sub, k_net_up, k_clu = jax.random.split(kr, 5)
-            if spec.representative:
-                rep = jax.lax.cond(r % spec.interval == 0,
-                                   lambda: representatives(k_clu, params, rest, real, n_clusters, spec.subsample),
-                                   lambda: rep)
-                real_batch = rep
-            else:
-                real_batch = sample_per_class(k_real, real, spec.batch_real)
-            real_batch = shard_batch(real_batch, 1)
-            aug_keys = jax.random.split(k_aug, K)
-            real_aug = siamese(aug_keys, real_batch)
-            labels = jnp.arange(K, dtype=jnp.int32)
-            g_real, e_real = over_classes(lambda x, c: class_grads(params, rest, x, c), real_aug, labels)
-            g_real, e_real = jax.lax.stop_gradient((g_real, e_real))
-            sub = None
-            if spec.syn_per_class < spec.decoded_per_class:
-                sub = jax.vmap(lambda k: jax.random.permutation(k, spec.decoded_per_class)[:spec.syn_per_class])(
-                    jax.random.split(k_sub, K))
+def mix_real(key: jax.Array, p: Parameterization, stored: jax.Array, embed: EmbedFn, real: RealPool) -> jax.Array:
+    """IDC's ``init='mix'``: every stored image a mosaic of ``factor²`` random real images of its class."""
+    del stored, embed
+    return to_stored(p, sample_per_class(key, real, p.decoded_per_class))
 
-            def loss_fn(stored):
-                syn = decode(stored)
-                if sub is not None:
-                    syn = jnp.take_along_axis(syn, sub[:, :, None, None, None], axis=1)
-                syn_aug = siamese(aug_keys, syn)
 
-                def per_class(x, c, gr, er):
-                    gs, es = class_grads(params, rest, x, c)
-                    gterm = gradient_matching_distance(gr, gs, spec.metric, spec.layers)
-                    fterm = feature_distance(er, es, spec.metric) if spec.feature_weight else jnp.zeros(())
-                    return gterm, fterm
+def kmeans_init(pool: int, kmeans_iters: int) -> Callable[..., jax.Array]:
+    """DREAM+'s initialisation: mosaics of the real images nearest the centres of ``ipc·factor²`` k-means clusters
+    per class (:func:`~ddjax.algorithms.samplers.select_representatives`)."""
+    def init(key, p, stored, embed, real):
+        del stored
+        chosen = select_representatives(key, embed, real, p.decoded_per_class, 1, pool=pool,
+                                        kmeans_iters=kmeans_iters)
+        return to_stored(p, chosen)
+    return init
 
-                gterms, fterms = over_classes(per_class, syn_aug, labels, g_real, e_real)
-                gsum, fsum = jnp.sum(gterms), jnp.sum(fterms)
-                return spec.grad_weight * gsum + spec.feature_weight * fsum, (gsum, fsum)
 
-            (loss, (gsum, fsum)), grads = jax.value_and_grad(loss_fn, has_aux=True)(stored)
-            updates, img_opt = tx_img.update(grads, img_opt, stored)
-            stored = optax.apply_updates(stored, updates)
-            params, net_opt = jax.lax.cond(
-                r < spec.rounds - 1,
-                lambda: net_update(k_net_up, params, rest, net_opt, stored, real),
-                lambda: (params, net_opt))
-            return (stored, img_opt, params, net_opt, rep), (loss, gsum, fsum, optax.tree.norm(grads))
+class ClassStats(NamedTuple):
+    """One class's statistics under the round's network: the cross-entropy's parameter gradient and the mean
+    embedding of the batch (from the same forward pass)."""
+    grads: Any
+    embed: jax.Array
 
-        carry = (stored, state.opt_state, params, net_opt, rep0)
-        (stored, img_opt, _, _, _), (losses, gsums, fsums, gnorms) = loop(
-            "rounds", round_fn, carry, jnp.arange(spec.rounds))
-        synthetic = _with_decoded(state.synthetic, stored)
-        new_state = state.replace(step=state.step + 1, rng=rng, synthetic=synthetic, opt_state=img_opt)
-        metrics = {"loss": jnp.mean(losses) / K, "grad_match": jnp.mean(gsums) / K,
-                   "grad_norm": jnp.mean(gnorms)}
-        if spec.feature_weight:
-            metrics["feature_match"] = jnp.mean(fsums) / K
-        return new_state, metrics
 
-    return Algorithm(init, step)
+def gradient_term(metric: str, layers: str = "all", weight: float = 1.0) -> Term:
+    """``grad_match``: :func:`ddjax.losses.gradient_matching_distance` of the real and synthetic gradients."""
+    check_gradient_metric(metric, layers)
+    return Term("grad_match", weight, lambda real, syn: gradient_matching_distance(real.grads, syn.grads, metric,
+                                                                                  layers))
+
+
+def feature_term(metric: str, weight: float) -> Term:
+    """``feature_match``: DREAM+'s bidirectional term, :func:`feature_distance` of the mean embeddings."""
+    return Term("feature_match", weight, lambda real, syn: feature_distance(real.embed, syn.embed, metric))
+
+
+class NetUpdate(NamedTuple):
+    """The network's training between rounds: ``init(params) -> opt_state``;
+    ``update(key, logits_fn, params, opt_state, syn, real, loops) -> (params, opt_state)`` with ``syn`` the decoded
+    synthetic set ``(K, n, H, W, C)`` (no gradient) and ``logits_fn(params, x)``."""
+    init: Callable[[Any], Any]
+    update: Callable[..., tuple[Any, Any]]
+
+
+def no_network_update() -> NetUpdate:
+    """The network stays at its initialisation for all rounds."""
+    return NetUpdate(init=lambda params: optax.EmptyState(),
+                     update=lambda key, logits_fn, params, opt_state, syn, real, loops: (params, opt_state))
+
+
+def network_sgd(lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """The network's optimiser: SGD (momentum) with decoupled-from-nothing, PyTorch-style weight decay."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum or None))
+
+
+def _train_network(logits_fn: Callable, tx: optax.GradientTransformation, key: jax.Array, params: Any,
+                   opt_state: Any, loops: Loops, xs: Any, draw: Callable, strategy: str, mode: str, cutmix: float):
+    """SGD steps over ``xs`` (first leaf: the step numbers): ``draw(key, xs_t) -> (x, y, weights)``, per-sample DSA,
+    CutMix with probability ``cutmix``, the weighted mean cross-entropy."""
+    def body(carry, inputs):
+        params, opt_state = carry
+        k_data, k_aug, k_mix = jax.random.split(jax.random.fold_in(key, 10_000 + inputs[0]), 3)
+        x, y, w = draw(k_data, inputs)
+        if strategy:
+            x = augment.dsa(k_aug, x, strategy, per_sample=True, mode=mode)
+        perm, lam = jnp.arange(x.shape[0]), jnp.float32(1.0)
+        if cutmix > 0:
+            x, perm, lam = _cutmix(k_mix, x, cutmix)
+
+        def loss_fn(p):
+            logits = logits_fn(p, x)
+            ce_a = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            ce_b = optax.softmax_cross_entropy_with_integer_labels(logits, y[perm])
+            return jnp.sum((lam * ce_a + (1.0 - lam) * ce_b) * w) / jnp.sum(w)
+
+        return apply_gradients(tx, jax.grad(loss_fn)(params), opt_state, params), None
+
+    return loops.scan("net", body, (params, opt_state), xs)[0]
+
+
+def synthetic_sgd(epochs: int, batch: int, tx: optax.GradientTransformation, *, strategy: str = "",
+                  mode: str = "S", cutmix: float = 0.0) -> NetUpdate:
+    """DC/DSA: ``epochs`` epochs of SGD on the (decoded) synthetic set in shuffled batches of ``batch`` (the last one
+    short, as ``drop_last=False``), per-sample DSA ``strategy``."""
+    if epochs == 0:
+        return no_network_update()
+
+    def update(key, logits_fn, params, opt_state, syn, real, loops):
+        del real
+        per_class = syn.shape[1]
+        n = syn.shape[0] * per_class
+        flat = jax.lax.stop_gradient(syn).reshape((n,) + syn.shape[2:])
+        labels = jnp.repeat(jnp.arange(syn.shape[0], dtype=jnp.int32), per_class)
+        b = min(batch, n)
+        steps_per_epoch = math.ceil(n / b)
+        idx, weight = jax.vmap(lambda k: _epoch_batches(k, n, steps_per_epoch, b))(jax.random.split(key, epochs))
+        xs = (jnp.arange(epochs * steps_per_epoch), idx.reshape(-1, b), weight.reshape(-1, b))
+        return _train_network(logits_fn, tx, key, params, opt_state, loops, xs,
+                              lambda k, t: (flat[t[1]], labels[t[1]], t[2]), strategy, mode, cutmix)
+
+    return NetUpdate(init=tx.init, update=update)
+
+
+def real_data_sgd(samples: int, batch: int, tx: optax.GradientTransformation, *, strategy: str = "",
+                  mode: str = "S", cutmix: float = 0.0, mesh: Mesh | None = None) -> NetUpdate:
+    """IDC: ``⌈samples / batch⌉`` SGD steps on real images drawn uniformly from the pool (with replacement), each
+    batch split over the mesh's ``data`` axis, per-sample DSA and CutMix."""
+    if not samples:
+        return no_network_update()
+    check_divisible(batch, mesh, f"net_batch={batch}")
+    split = batch_splitter(mesh)
+
+    def draw(key, real):
+        x, y = _sample_real_flat(key, real, batch)
+        return split(x), y, jnp.ones((batch,), jnp.float32)
+
+    def update(key, logits_fn, params, opt_state, syn, real, loops):
+        del syn
+        return _train_network(logits_fn, tx, key, params, opt_state, loops, (jnp.arange(math.ceil(samples / batch)),),
+                              lambda k, t: draw(k, real), strategy, mode, cutmix)
+
+    return NetUpdate(init=tx.init, update=update)
+
+
+# --------------------------------------------------------------------------------------------- the composition
+
+
+class MatchingParts(NamedTuple):
+    """A gradient-matching algorithm as parts (module doc); DC, DSA, IDC and DREAM+ differ only here."""
+    rounds: int                       # matching rounds per fresh network
+    sampler: RealSampler              # the real batch of every class and round
+    images: Parameterization          # plain or multi-formation
+    initial: Callable[..., jax.Array]  # stored images at step 0: keep_given, mix_real, kmeans_init(...)
+    augment: Callable[[jax.Array, jax.Array], jax.Array]  # siamese, (class keys, images) -> images
+    terms: tuple[Term, ...]           # Σ weight · Σ_c fn(real_c, syn_c)
+    net_update: NetUpdate             # between rounds
+    tx: optax.GradientTransformation  # on the stored images
+    loops: Loops
+
+
+class Matching(NamedTuple):
+    parts: MatchingParts
+    model: nn.Module
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    split: Callable[[jax.Array], jax.Array]  # the real batch (K, B, ...) split over the mesh along B
+
+
+def matching(parts: MatchingParts, model: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
+             mesh: Mesh | None = None) -> Algorithm:
+    """The ``(init, step)`` pair of ``parts``. ``mesh``: the real images of every round are split over its ``data``
+    axis (each class's matching batch here, the network-update batch in :func:`real_data_sgd`); the per-class
+    gradients sum over that axis (XLA's all-reduce); network, synthetic set and clustering stay replicated."""
+    check_factor(parts.images.factor, image_shape)
+    check_divisible(parts.sampler.batch, mesh, f"batch_real={parts.sampler.batch}")
+    m = Matching(parts, model, num_classes, tuple(image_shape), batch_splitter(mesh, axis=1))
+    return Algorithm(functools.partial(matching_init, m), functools.partial(matching_step, m))
+
+
+def matching_init(m: Matching, key: jax.Array, synthetic: SyntheticSet) -> DistillState:
+    expected = (m.num_classes * m.parts.images.ipc,) + m.image_shape
+    if synthetic.images.shape != expected:
+        raise ConfigError(f"synthetic images have shape {synthetic.images.shape}, expected {expected} "
+                          "(num_classes*ipc, H, W, C)")
+    stored = synthetic.images
+    return DistillState(step=jnp.zeros((), jnp.int32), rng=key,
+                        synthetic=with_stored(m.parts.images, synthetic, stored), opt_state=m.parts.tx.init(stored))
+
+
+def _logits(model: nn.Module, rest: dict, params: Any, x: jax.Array, output: str = "logits") -> Any:
+    return models.apply_model(model, {"params": params, **rest}, x, train=True, output=output)[0]
+
+
+def class_stats(model: nn.Module, rest: dict, params: Any, x: jax.Array, label: jax.Array) -> ClassStats:
+    """∇_θ of the mean cross-entropy of ``x`` (all of class ``label``) and the batch's mean embedding."""
+    def ce_and_embed(p):
+        feats = _logits(model, rest, p, x, output="features")
+        ce = optax.softmax_cross_entropy_with_integer_labels(feats["logits"], jnp.full((x.shape[0],), label, jnp.int32))
+        return jnp.mean(ce), jnp.mean(feats["embed"], axis=0)
+
+    grads, embed = jax.grad(ce_and_embed, has_aux=True)(params)
+    return ClassStats(grads, embed)
+
+
+def _embedder(m: Matching, rest: dict, params: Any) -> EmbedFn:
+    return lambda images: embed_in_chunks(lambda x: _logits(m.model, rest, params, x, output="embed"), images,
+                                          unroll="embed" in m.parts.loops.unrolled)
+
+
+def matching_round(m: Matching, rest: dict, real: RealPool, k_rounds: jax.Array, carry: tuple, r: jax.Array):
+    """Round ``r`` (module doc, 1-3): sample, match (one optimiser step on the stored images), train the network."""
+    p = m.parts
+    stored, img_opt, params, net_opt, sampler_carry = carry
+    # the fifth key was DREAM+'s clustering key before the sampler took the sampling key; kept so the other draws
+    # stay as they were
+    k_sample, k_aug, k_sub, k_net, _ = jax.random.split(jax.random.fold_in(k_rounds, r), 5)
+    real_batch, sampler_carry = p.sampler.sample(k_sample, sampler_carry, r, _embedder(m, rest, params), real)
+    aug_keys = jax.random.split(k_aug, m.num_classes)
+    labels = jnp.arange(m.num_classes, dtype=jnp.int32)
+    stats = functools.partial(class_stats, m.model, rest, params)
+    real_stats = jax.lax.stop_gradient(p.loops.over_classes(stats, p.augment(aug_keys, m.split(real_batch)), labels))
+
+    def loss_fn(stored):
+        syn = p.augment(aug_keys, round_images(p.images, k_sub, stored))
+        per_class = p.loops.over_classes(
+            lambda x, c, rs: tuple(fn(rs, stats(x, c)) for _, _, fn in p.terms), syn, labels, real_stats)
+        sums = tuple(jnp.sum(v) for v in per_class)
+        return sum(weight * s for (_, weight, _), s in zip(p.terms, sums)), sums
+
+    (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(stored)
+    stored, img_opt = apply_gradients(p.tx, grads, img_opt, stored)
+    params, net_opt = jax.lax.cond(
+        r < p.rounds - 1,  # after the last round the network is discarded
+        lambda: p.net_update.update(k_net, functools.partial(_logits, m.model, rest), params, net_opt,
+                                    decode(p.images, stored), real, p.loops),
+        lambda: (params, net_opt))
+    return (stored, img_opt, params, net_opt, sampler_carry), (loss, sums, optax.tree.norm(grads))
+
+
+def matching_step(m: Matching, state: DistillState, real: RealPool) -> tuple[DistillState, dict[str, jax.Array]]:
+    """One outer iteration: a fresh network and ``rounds`` matching rounds on it (module doc)."""
+    p = m.parts
+    rng, k_net, k_init, k_rounds = jax.random.split(state.rng, 4)
+    variables = models.init_model(m.model, k_net, m.image_shape)
+    params = variables["params"]
+    rest = {k: v for k, v in variables.items() if k != "params"}
+    stored = stored_images(p.images, state.synthetic)
+    stored = jax.lax.cond(state.step == 0,
+                          lambda: p.initial(k_init, p.images, stored, _embedder(m, rest, params), real),
+                          lambda: stored)
+    carry = (stored, state.opt_state, params, p.net_update.init(params), p.sampler.init(m.num_classes, m.image_shape))
+    (stored, img_opt, *_), (losses, sums, grad_norms) = p.loops.scan(
+        "rounds", functools.partial(matching_round, m, rest, real, k_rounds), carry, jnp.arange(p.rounds))
+    new_state = state.replace(step=state.step + 1, rng=rng, synthetic=with_stored(p.images, state.synthetic, stored),
+                              opt_state=img_opt)
+    metrics = {"loss": jnp.mean(losses) / m.num_classes, "grad_norm": jnp.mean(grad_norms)}
+    metrics.update({name: jnp.mean(s) / m.num_classes for (name, _, _), s in zip(p.terms, sums)})
+    return new_state, metrics
+
+
+def dc_parts(spec: MatchingSpec) -> MatchingParts:
+    """DC (``match_strategy=""``) and DSA: random real batches, the images themselves, the gradient distance, and
+    ``net_epochs`` epochs of SGD on the synthetic set between rounds."""
+    spec.validate()
+    return MatchingParts(
+        rounds=spec.rounds, sampler=random_real(spec.batch_real), images=plain(spec.ipc), initial=keep_given,
+        augment=functools.partial(siamese, spec.match_strategy, spec.match_mode),
+        terms=(gradient_term(spec.metric, spec.layers, spec.grad_weight),),
+        net_update=synthetic_sgd(spec.net_epochs, spec.net_batch, network_sgd(spec.net_lr, spec.net_momentum,
+                                                                              spec.net_weight_decay),
+                                 strategy=spec.net_strategy, mode=spec.net_mode, cutmix=spec.net_cutmix),
+        tx=optax.sgd(spec.lr_img, momentum=spec.momentum or None), loops=loops(spec.class_axis, spec.unroll))
+
+
+def siamese(strategy: str, mode: str, keys: jax.Array, images: jax.Array) -> jax.Array:
+    """:func:`~ddjax.algorithms.base.siamese_dsa` with the strategy first (for ``functools.partial``)."""
+    return siamese_dsa(keys, images, strategy, mode)
 
 
 def _optional(value):
@@ -534,19 +645,19 @@ def spec_from_dc_config(hp: ml_collections.ConfigDict, ipc: int, strategy: str, 
     return MatchingSpec(**fields)
 
 
-def _strategy(config: ml_collections.ConfigDict) -> str:
-    tokens = augment.parse_strategy(config.dsa_strategy)
-    return config.dsa_strategy if tokens else ""
+def dsa_strategy(config: ml_collections.ConfigDict) -> str:
+    """``config.dsa_strategy``, or "" when it has no op."""
+    return config.dsa_strategy if augment.parse_strategy(config.dsa_strategy) else ""
 
 
 def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
          mesh: Mesh | None = None) -> Algorithm:
     """DC: gradient matching without augmentation. Reads ``config.dc`` and ``config.ipc``."""
-    return make_matching(spec_from_dc_config(config.dc, config.ipc, ""), model, num_classes, image_shape, mesh)
+    return matching(dc_parts(spec_from_dc_config(config.dc, config.ipc, "")), model, num_classes, image_shape, mesh)
 
 
 def make_dsa(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int,
              image_shape: tuple[int, int, int], mesh: Mesh | None = None) -> Algorithm:
     """DSA: DC with siamese differentiable augmentation ``config.dsa_strategy``. Reads ``config.dsa``."""
-    return make_matching(spec_from_dc_config(config.dsa, config.ipc, _strategy(config)), model, num_classes,
-                         image_shape, mesh)
+    return matching(dc_parts(spec_from_dc_config(config.dsa, config.ipc, dsa_strategy(config))), model, num_classes,
+                    image_shape, mesh)

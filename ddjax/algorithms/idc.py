@@ -1,6 +1,6 @@
 """IDC: Dataset Condensation via Efficient Synthetic-Data Parameterization (Kim et al., ICML'22).
 
-Gradient matching (the engine of :mod:`ddjax.algorithms.gradient_matching`) with
+Gradient matching (:mod:`ddjax.algorithms.gradient_matching`) composed with (:func:`idc_parts`)
 
 - multi-formation: every stored image holds ``factor × factor`` images (:mod:`.multiformation`); matching and
   evaluation use the decoded set (``factor² · IPC`` images per class, at most ``batch_syn_max`` per round);
@@ -28,14 +28,20 @@ import ml_collections
 from flax import linen as nn
 from jax.sharding import Mesh
 
+import functools
+
+import optax
+
 from ddjax import augment
+from ddjax.algorithms import gradient_matching as gm
 from ddjax.algorithms.base import Algorithm
-from ddjax.algorithms.gradient_matching import MatchingSpec, make_matching
+from ddjax.algorithms.gradient_matching import MatchingSpec
+from ddjax.algorithms.samplers import random_real
 from ddjax.errors import check_choice
 
 IDC_INITS = ("mix", "given")
 
-__all__ = ["IDC_INITS", "default_config", "make", "spec_from_idc_config"]
+__all__ = ["IDC_INITS", "default_config", "idc_parts", "make", "spec_from_idc_config"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -73,7 +79,23 @@ def spec_from_idc_config(hp: ml_collections.ConfigDict, ipc: int, **overrides) -
     return MatchingSpec(**fields)
 
 
+def idc_parts(spec: MatchingSpec, mesh: Mesh | None = None) -> gm.MatchingParts:
+    """IDC: DC's parts with multi-formation (mosaic init), and the network trained on real data between rounds."""
+    spec.validate()
+    return gm.MatchingParts(
+        rounds=spec.rounds, sampler=random_real(spec.batch_real),
+        images=gm.multi_formation(spec.ipc, spec.factor, spec.batch_syn_max),
+        initial=gm.mix_real if spec.syn_init == "mix" else gm.keep_given,
+        augment=functools.partial(gm.siamese, spec.match_strategy, spec.match_mode),
+        terms=(gm.gradient_term(spec.metric, spec.layers, spec.grad_weight),),
+        net_update=gm.real_data_sgd(spec.net_samples, spec.net_batch,
+                                    gm.network_sgd(spec.net_lr, spec.net_momentum, spec.net_weight_decay),
+                                    strategy=spec.net_strategy, mode=spec.net_mode, cutmix=spec.net_cutmix, mesh=mesh),
+        tx=optax.sgd(spec.lr_img, momentum=spec.momentum or None), loops=gm.loops(spec.class_axis, spec.unroll))
+
+
 def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
          mesh: Mesh | None = None) -> Algorithm:
     """IDC's ``(init, step)``. Reads ``config.idc`` and ``config.ipc``."""
-    return make_matching(spec_from_idc_config(config.idc, config.ipc), model, num_classes, image_shape, mesh)
+    return gm.matching(idc_parts(spec_from_idc_config(config.idc, config.ipc), mesh), model, num_classes,
+                       image_shape, mesh)

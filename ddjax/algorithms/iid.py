@@ -25,6 +25,7 @@ its base there — the paper reports no DM+IID number at IPC 1 for this reason.
 """
 from __future__ import annotations
 
+import operator
 from typing import Any, TextIO
 
 import jax
@@ -36,7 +37,9 @@ from jax.sharding import Mesh
 
 from ddjax import teachers
 from ddjax.algorithms.base import Algorithm, RealPool
-from ddjax.algorithms.distribution_family import BASE_NAMES, IIDTerms, TeacherTerm, make_matching
+from ddjax.algorithms.distribution_family import (BASE_NAMES, COV_BLOCKS, base_term, centralization_term,
+                                                  covariance_term, distribution_matching, embedding_and_maps,
+                                                  embeddings)
 from ddjax.errors import ConfigError, check_choice
 from ddjax.losses import CENTRALIZATION_FORMS
 
@@ -58,6 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def _check(hp: ml_collections.ConfigDict) -> None:
     check_choice("iid.base", hp.base, BASE_NAMES)
+    check_choice("iid.cov_blocks", hp.cov_blocks, COV_BLOCKS)
     check_choice("iid.cc_form", hp.cc_form, CENTRALIZATION_FORMS)
     for name in ("lambda_cc", "lambda_cm"):
         if not hp[name] >= 0:
@@ -71,13 +75,17 @@ def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int,
     """Build IID's ``(init, step)``; ``step(state, data)`` takes what :func:`prepare` returns."""
     hp = config.iid
     _check(hp)
-    teacher = None
+    terms = [base_term(hp.base, hp, "iid", config.ipc)]
+    features = embeddings(model)
+    if hp.lambda_cm > 0:
+        terms.append(covariance_term(float(hp.lambda_cm)))
+        features = embedding_and_maps(model, hp.cov_blocks)
     if hp.lambda_cc > 0:
         teachers.check_teacher_config(hp.teacher)
-        teacher = TeacherTerm(model=teachers.build_teacher_model(hp.teacher, num_classes), weight=float(hp.lambda_cc),
-                              alpha=float(hp.alpha), beta=float(hp.beta), form=hp.cc_form)
-    terms = IIDTerms(lambda_cm=float(hp.lambda_cm), cov_blocks=hp.cov_blocks, teacher=teacher)
-    return make_matching(config, hp, "iid", model, num_classes, image_shape, mesh, base=hp.base, iid=terms)
+        terms.append(centralization_term(teachers.build_teacher_model(hp.teacher, num_classes), float(hp.lambda_cc),
+                                         float(hp.alpha), float(hp.beta), hp.cc_form))
+    return distribution_matching(config, hp, "iid", model, num_classes, image_shape, mesh, terms=tuple(terms),
+                                 features=features, real_pool=operator.itemgetter("real"))
 
 
 def prepare(config: ml_collections.ConfigDict, dataset: Any, real: RealPool, mesh: Mesh | None = None,

@@ -30,7 +30,7 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from ddjax.algorithms.base import Algorithm
-from ddjax.algorithms.distribution_family import make_matching
+from ddjax.algorithms.distribution_family import distribution_matching, mmd_term
 
 __all__ = ["default_config", "make"]
 
@@ -44,4 +44,5 @@ def default_config() -> ml_collections.ConfigDict:
 def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int,
          image_shape: tuple[int, int, int], mesh: Mesh | None = None) -> Algorithm:
     """Build M3D's ``(init, step)``; reads ``config.m3d``, ``config.dsa_strategy`` and ``config.ipc``."""
-    return make_matching(config, config.m3d, "m3d", model, num_classes, image_shape, mesh, base="m3d")
+    return distribution_matching(config, config.m3d, "m3d", model, num_classes, image_shape, mesh,
+                                 terms=(mmd_term(config.m3d, "m3d", config.ipc),))

@@ -25,19 +25,21 @@ perturbation, no noise, ι = 0 and α learned by autodiff; with those settings S
 """
 from __future__ import annotations
 
-from typing import Any, TextIO
+import functools
+from typing import Any, Callable, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 from ml_collections import config_dict
 
 from ddjax import augment, experts, inner, models, pretrained, sam
-from ddjax.algorithms.base import Algorithm, DistillState, SyntheticSet
+from ddjax.algorithms.base import Algorithm, DistillState, SyntheticSet, apply_gradients
 from ddjax.errors import ConfigError, check_choice
+from ddjax.sharding import batch_splitter, data_size
 
 LR_GRADIENTS = ("autodiff", "first_order")
 SAM_VARIANTS = ("none",) + sam.VARIANTS
@@ -137,134 +139,172 @@ def _sq_dist(a: Any, b: Any) -> jax.Array:
     return optax.tree.norm(optax.tree.sub(a, b), squared=True)
 
 
-def smoothing_noise(key: jax.Array, images: jax.Array, gamma: float) -> jax.Array:
-    """Landscape-smoothing noise (SATM eq. 10): per image j, N(0, (γ‖ϕ_j‖₂)²) per pixel."""
-    norms = jnp.sqrt(jnp.sum(jnp.square(images), axis=tuple(range(1, images.ndim)), keepdims=True))
-    return gamma * norms * jax.random.normal(key, images.shape, images.dtype)
+class TrajectoryExtras(NamedTuple):
+    """MTT/SATM's own state (``DistillState.extras``)."""
+    ema_images: jax.Array | None  # EMA of the images (FTD), evaluated instead of them; None when ema_decay = 0
+    sam: Any                      # the perturbation's state (VaSSO's EMA direction; optax.EmptyState otherwise)
+
+
+class Trajectory(NamedTuple):
+    """Everything the step needs, resolved from ``hp`` once, eagerly (:func:`make_with`)."""
+    hp: ml_collections.ConfigDict
+    model: nn.Module
+    image_shape: tuple[int, int, int]
+    num_images: int
+    iota: int                        # truncation ι: steps before it are not differentiated
+    tau: int | None                  # trajectory reuse: the second unroll restarts at θ_τ (None: from θ_0)
+    batch: int                       # inner-loop minibatch
+    augment: Callable | None         # per-sample DSA of the inner loop
+    batch_constraint: Callable | None  # the minibatch's split over the mesh
+    scan_unroll: int | bool
+    tx: optax.GradientTransformation  # on {"images", "lr"}
+    perturbation: sam.Perturbation   # its state lives in TrajectoryExtras.sam; a no-op for MTT
+    gradient: Callable               # (objective, sam_state, key, images, lr) -> ((loss, res), grads, state, info)
+    lr_gradient: Callable            # (res, θ*, δ, autodiff's g_lr) -> g_lr
+    ema: Callable                    # (ema_images, new images) -> ema_images
+
+
+def mtt_gradient(objective: Callable, sam_state: Any, key: jax.Array, images: jax.Array, lr: jax.Array):
+    """MTT: ``jax.value_and_grad`` of the objective in (images, α); no perturbation, so its state passes through."""
+    del key
+    (loss, res), grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(images, lr)
+    return (loss, res), grads, sam_state, {}
+
+
+def satm_gradient(perturbation: sam.Perturbation, noise_gamma: float, gsam_alpha: float | None,
+                  objective: Callable, sam_state: Any, key: jax.Array, images: jax.Array, lr: jax.Array):
+    """SATM: MTT's gradient at the perturbed, noise-smoothed images (:func:`ddjax.sam.value_and_grad`)."""
+    return sam.value_and_grad(objective, perturbation, noise_gamma=noise_gamma, gsam_alpha=gsam_alpha)(
+        sam_state, key, images, lr)
+
+
+def _no_perturbation() -> sam.Perturbation:
+    return sam.Perturbation(init=lambda params: optax.EmptyState(), perturb=lambda g, state, params=None: (g, state))
+
+
+def _ema(decay: float, ema_images: jax.Array | None, images: jax.Array) -> jax.Array | None:
+    """``decay · ema + (1 − decay) · images`` (FTD); None stays None (no EMA)."""
+    return None if ema_images is None else decay * ema_images + (1 - decay) * images
 
 
 def make_with(hp: ml_collections.ConfigDict, name: str, config: ml_collections.ConfigDict, model: nn.Module,
               num_classes: int, image_shape: tuple[int, int, int], mesh: Mesh | None = None) -> Algorithm:
     """Build the trajectory-matching ``(init, step)`` from hyper-parameters ``hp`` (a ``config.mtt``/``satm``)."""
-    ipc = config.ipc
-    num_images = num_classes * ipc
+    num_images = num_classes * config.ipc
     validate(hp, num_images, name)
     strategy = config.dsa_strategy
     augment.parse_strategy(strategy)
-    n_steps = hp.syn_steps
-    iota = resolved_truncate(hp)
     use_sam = hp.sam.variant != "none" and hp.sam.rho > 0
-    tau = resolved_reuse_at(hp) if (use_sam and hp.reuse) else None
     batch = hp.batch_syn or num_images
-    first_order = hp.lr_gradient == "first_order"
-    scan_unroll = hp.scan_unroll or (True if jax.default_backend() == "cpu" else 1)
-    constraint = None
     # Data parallelism: each inner step's minibatch is split over the mesh's ``data`` axis (XLA all-reduces the
     # student's gradient). A batch the devices do not divide runs replicated instead (same result, no speed-up).
-    if mesh is not None and batch % mesh.shape["data"] == 0:
-        sharding = NamedSharding(mesh, P("data"))
-        constraint = lambda x: jax.lax.with_sharding_constraint(x, sharding)  # noqa: E731
-    img_opt = optax.sgd(hp.lr_img, momentum=hp.momentum)
-    lr_opt = optax.sgd(hp.lr_lr, momentum=hp.momentum)
-    perturber = sam.perturbation(hp.sam.rho, variant=hp.sam.variant, eta=hp.sam.asam_eta,
-                                 theta=hp.sam.vasso_theta) if use_sam else None
+    split = batch_splitter(mesh) if mesh is not None and batch % data_size(mesh) == 0 else None
+    gradient, perturbation = mtt_gradient, _no_perturbation()
+    if use_sam:
+        perturbation = sam.perturbation(hp.sam.rho, variant=hp.sam.variant, eta=hp.sam.asam_eta,
+                                        theta=hp.sam.vasso_theta)
+        gsam_alpha = hp.sam.gsam_alpha if hp.sam.variant == "gsam" else None
+        gradient = functools.partial(satm_gradient, perturbation, hp.noise_gamma, gsam_alpha)
+    setup = Trajectory(
+        hp=hp, model=model, image_shape=tuple(image_shape), num_images=num_images, iota=resolved_truncate(hp),
+        tau=resolved_reuse_at(hp) if (use_sam and hp.reuse) else None, batch=batch,
+        augment=functools.partial(_augment, strategy) if strategy and strategy != "none" else None,
+        batch_constraint=split, scan_unroll=hp.scan_unroll or (True if jax.default_backend() == "cpu" else 1),
+        tx=optax.partition({"images": optax.sgd(hp.lr_img, momentum=hp.momentum),
+                            "lr": optax.sgd(hp.lr_lr, momentum=hp.momentum)}, {"images": "images", "lr": "lr"}),
+        perturbation=perturbation, gradient=gradient,
+        lr_gradient=_first_order_lr_grad if hp.lr_gradient == "first_order" else _autodiff_lr_grad,
+        ema=functools.partial(_ema, hp.ema_decay))
+    return Algorithm(functools.partial(init, setup), functools.partial(step, setup))
+
+
+def _augment(strategy: str, key: jax.Array, x: jax.Array) -> jax.Array:
+    return augment.dsa(key, x, strategy, per_sample=True)
+
+
+def _ce(model: nn.Module, params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+    logits, _ = models.apply_model(model, {"params": params}, x, train=True)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+
+def unroll(t: Trajectory, images: jax.Array, lr: jax.Array, labels: jax.Array, theta: Any, key: jax.Array,
+           start: int, record_at: int | None = None) -> inner.InnerResult:
+    """Student steps ``start .. N − 1`` on the synthetic set (:func:`ddjax.inner.student_steps`)."""
+    n = t.hp.syn_steps
+    return inner.student_steps(functools.partial(_ce, t.model), theta, images, labels, lr, key, num_steps=n - start,
+                               batch_size=t.batch, start_step=start, total_steps=n, truncate=t.iota,
+                               remat=t.hp.remat, record_at=record_at, augment=t.augment,
+                               batch_constraint=t.batch_constraint, scan_unroll=t.scan_unroll)
+
+
+def init(t: Trajectory, key: jax.Array, synthetic: SyntheticSet) -> DistillState:
+    """The state: images, the learned α (``synthetic.extras["lr"]``, from ``lr_teacher``), their optimiser state,
+    and :class:`TrajectoryExtras`."""
+    if synthetic.images.shape != (t.num_images,) + t.image_shape:
+        raise ConfigError(f"synthetic images have shape {synthetic.images.shape}, expected "
+                          f"{(t.num_images,) + t.image_shape} (num_classes*ipc, H, W, C)")
+    lr = jnp.asarray(t.hp.lr_teacher, jnp.float32)
+    synthetic = synthetic.replace(extras={**synthetic.extras, "lr": lr})
+    # the EMA gets its own buffer: the launcher donates the state
+    extras = TrajectoryExtras(ema_images=jnp.copy(synthetic.images) if t.hp.ema_decay else None,
+                              sam=t.perturbation.init(synthetic.images))
+    return DistillState(step=jnp.zeros((), jnp.int32), rng=key, synthetic=synthetic,
+                        opt_state=t.tx.init({"images": synthetic.images, "lr": lr}), extras=extras)
+
+
+def max_start(hp: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    """The upper end of the start-epoch window at ``step``: fixed, or (SATM-DA / DATM easy-to-hard) growing
+    linearly from ``window.initial_max_start_epoch`` over ``window.grow_steps``."""
     window = hp.window
+    if not window.initial_max_start_epoch:
+        return jnp.asarray(hp.max_start_epoch)
+    frac = jnp.clip(step / max(window.grow_steps, 1), 0.0, 1.0)
+    grown = window.initial_max_start_epoch + frac * (hp.max_start_epoch - window.initial_max_start_epoch)
+    return jnp.floor(grown).astype(jnp.int32)
 
-    def ce(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-        logits, _ = models.apply_model(model, {"params": params}, x, train=True)
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
-    def aug(key: jax.Array, x: jax.Array) -> jax.Array:
-        return augment.dsa(key, x, strategy, per_sample=True)
+def step(t: Trajectory, state: DistillState, buffer: experts.ExpertBuffer) -> tuple[DistillState, dict[str, jax.Array]]:
+    """One outer step (module doc): sample a segment, unroll the student, update images and α."""
+    hp = t.hp
+    rng, k_seg, k_inner, k_noise = jax.random.split(state.rng, 4)
+    theta_start, theta_target, _, start_epoch = experts.sample_segment(
+        k_seg, buffer, expert_epochs=hp.expert_epochs, max_start_epoch=max_start(hp, state.step),
+        min_start_epoch=hp.min_start_epoch)
+    denom = _sq_dist(theta_start, theta_target)
+    images, labels, lr = state.synthetic.images, state.synthetic.labels, state.synthetic.extras["lr"]
 
-    def unroll(images, lr, labels, theta, key, start, steps, record_at=None):
-        return inner.student_steps(ce, theta, images, labels, lr, key, num_steps=steps, batch_size=batch,
-                                   start_step=start, total_steps=n_steps, truncate=iota, remat=hp.remat,
-                                   record_at=record_at, augment=aug if strategy and strategy != "none" else None,
-                                   batch_constraint=constraint, scan_unroll=scan_unroll)
-
-    def init(key: jax.Array, synthetic: SyntheticSet) -> DistillState:
-        if synthetic.images.shape != (num_images,) + tuple(image_shape):
-            raise ConfigError(f"synthetic images have shape {synthetic.images.shape}, expected "
-                              f"{(num_images,) + tuple(image_shape)} (num_classes*ipc, H, W, C)")
-        lr = jnp.asarray(hp.lr_teacher, jnp.float32)
-        synthetic = synthetic.replace(extras={**synthetic.extras, "lr": lr})
-        extras = {}
-        if hp.ema_decay:
-            extras["ema_images"] = jnp.copy(synthetic.images)  # its own buffer: the launcher donates the state
-        if perturber is not None:
-            extras["sam"] = perturber.init(synthetic.images)
-        return DistillState(step=jnp.zeros((), jnp.int32), rng=key, synthetic=synthetic,
-                            opt_state={"images": img_opt.init(synthetic.images), "lr": lr_opt.init(lr)},
-                            extras=extras)
-
-    def max_start(step: jax.Array) -> jax.Array:
-        if not window.initial_max_start_epoch:
-            return jnp.asarray(hp.max_start_epoch)
-        # SATM-DA / DATM easy-to-hard: the upper end of the start window grows linearly over grow_steps.
-        frac = jnp.clip(step / max(window.grow_steps, 1), 0.0, 1.0)
-        grown = window.initial_max_start_epoch + frac * (hp.max_start_epoch - window.initial_max_start_epoch)
-        return jnp.floor(grown).astype(jnp.int32)
-
-    def step(state: DistillState, buffer: experts.ExpertBuffer) -> tuple[DistillState, dict[str, jax.Array]]:
-        rng, k_seg, k_inner, k_noise = jax.random.split(state.rng, 4)
-        theta_start, theta_target, _, start_epoch = experts.sample_segment(
-            k_seg, buffer, expert_epochs=hp.expert_epochs, max_start_epoch=max_start(state.step),
-            min_start_epoch=hp.min_start_epoch)
-        denom = _sq_dist(theta_start, theta_target)
-        images, labels = state.synthetic.images, state.synthetic.labels
-        lr = state.synthetic.extras["lr"]
-
-        def objective(imgs, alpha, theta, start, steps, record_at=None):
-            res = unroll(imgs, alpha, labels, theta, k_inner, start, steps, record_at)
-            return _sq_dist(res.params, theta_target) / denom, res
-
-        extras = dict(state.extras)
-        metrics = {"start_epoch": start_epoch.astype(jnp.float32)}
-        if perturber is None:
-            if first_order:
-                (loss, res), g_img = jax.value_and_grad(objective, has_aux=True)(
-                    images, jax.lax.stop_gradient(lr), theta_start, 0, n_steps)
-                g_lr = _first_order_lr_grad(res, theta_target, denom)
-            else:
-                (loss, res), (g_img, g_lr) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
-                    images, lr, theta_start, 0, n_steps)
+    def objective(imgs, alpha, restart=None):
+        """𝓛(ϕ, α). ``restart``: the first unroll's result, given to SAM's second evaluation; with trajectory
+        reuse (τ set) that one starts at the recorded θ_τ (SATM §3.3.2), else again at θ*_t."""
+        if restart is not None and t.tau is not None:
+            res = unroll(t, imgs, alpha, labels, restart.params_at, k_inner, t.tau)
         else:
-            noisy = images + smoothing_noise(k_noise, images, hp.noise_gamma) if hp.noise_gamma else images
-            lr_in = jax.lax.stop_gradient(lr) if first_order else lr
-            (loss, res), (g_ascent, g_lr) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
-                noisy, lr_in, theta_start, 0, n_steps, tau)
-            if first_order:
-                g_lr = _first_order_lr_grad(res, theta_target, denom)
-            eps, extras["sam"] = perturber.perturb(g_ascent, state.extras["sam"], images)
-            if tau is not None:  # trajectory reusing: restart at θ_τ of the first unroll
-                theta2, start2, steps2 = res.params_at, tau, n_steps - tau
-            else:
-                theta2, start2, steps2 = theta_start, 0, n_steps
-            (loss_perturbed, _), g_img = jax.value_and_grad(objective, has_aux=True)(
-                images + eps, jax.lax.stop_gradient(lr), theta2, start2, steps2)
-            if hp.sam.variant == "gsam":
-                g_img = sam.gsam_descent(g_ascent, g_img, hp.sam.gsam_alpha)
-            metrics["loss_perturbed"] = loss_perturbed
-            metrics["eps_norm"] = optax.tree.norm(eps)
+            res = unroll(t, imgs, alpha, labels, theta_start, k_inner, 0, record_at=t.tau if restart is None else None)
+        return _sq_dist(res.params, theta_target) / denom, res
 
-        img_updates, img_state = img_opt.update(g_img, state.opt_state["images"], images)
-        lr_updates, lr_state = lr_opt.update(g_lr, state.opt_state["lr"], lr)
-        new_images = optax.apply_updates(images, img_updates)
-        new_lr = optax.apply_updates(lr, lr_updates)
-        synthetic = state.synthetic.replace(images=new_images, extras={**state.synthetic.extras, "lr": new_lr})
-        if hp.ema_decay:
-            extras["ema_images"] = hp.ema_decay * state.extras["ema_images"] + (1 - hp.ema_decay) * new_images
-        new_state = state.replace(step=state.step + 1, rng=rng, synthetic=synthetic,
-                                  opt_state={"images": img_state, "lr": lr_state}, extras=extras)
-        metrics.update(loss=loss, grad_norm=optax.tree.norm(g_img), syn_lr=new_lr)
-        return new_state, metrics
-
-    return Algorithm(init, step)
+    lr_in = jax.lax.stop_gradient(lr) if hp.lr_gradient == "first_order" else lr
+    (loss, res), (g_img, g_lr), sam_state, info = t.gradient(objective, state.extras.sam, k_noise, images, lr_in)
+    g_lr = t.lr_gradient(res, theta_target, denom, g_lr)
+    learned, opt_state = apply_gradients(t.tx, {"images": g_img, "lr": g_lr}, state.opt_state,
+                                         {"images": images, "lr": lr})
+    synthetic = state.synthetic.replace(images=learned["images"],
+                                        extras={**state.synthetic.extras, "lr": learned["lr"]})
+    extras = TrajectoryExtras(ema_images=t.ema(state.extras.ema_images, learned["images"]), sam=sam_state)
+    new_state = state.replace(step=state.step + 1, rng=rng, synthetic=synthetic, opt_state=opt_state, extras=extras)
+    metrics = dict(start_epoch=start_epoch.astype(jnp.float32), loss=loss, grad_norm=optax.tree.norm(g_img),
+                   syn_lr=learned["lr"], **info)
+    return new_state, metrics
 
 
-def _first_order_lr_grad(res: inner.InnerResult, theta_target: Any, denom: jax.Array) -> jax.Array:
-    """SATM eq. 12: ∂𝓛/∂α ≈ (∂𝓛/∂θ_N) · (−Σ_i ∇L_CE(θ_i)), ∂𝓛/∂θ_N = 2(θ_N − θ*)/δ."""
+def _autodiff_lr_grad(res: inner.InnerResult, theta_target: Any, denom: jax.Array, g_lr: jax.Array) -> jax.Array:
+    """∂𝓛/∂α by differentiating through the unrolled steps (MTT): the gradient autodiff gave."""
+    del res, theta_target, denom
+    return g_lr
+
+
+def _first_order_lr_grad(res: inner.InnerResult, theta_target: Any, denom: jax.Array, g_lr: Any = None
+                         ) -> jax.Array:
+    """SATM eq. 12 (``g_lr``, autodiff's, unused): ∂𝓛/∂α ≈ (∂𝓛/∂θ_N) · (−Σ_i ∇L_CE(θ_i)), ∂𝓛/∂θ_N = 2(θ_N − θ*)/δ."""
     d_theta = jax.tree.map(lambda a, b: 2.0 * (a - b) / denom, res.params, theta_target)
     return jax.lax.stop_gradient(-optax.tree.vdot(d_theta, res.grad_sum))
 
@@ -352,5 +392,5 @@ prepare_satm = _prepare("satm")
 def eval_view(state: DistillState, hp: ml_collections.ConfigDict) -> dict:
     """What the launcher evaluates: the images (their EMA when ``ema_decay`` > 0) trained with the learned α
     (the reference evaluates MTT sets with ``lr_net = syn_lr``)."""
-    images = state.extras["ema_images"] if hp.ema_decay else state.synthetic.images
+    images = state.extras.ema_images if hp.ema_decay else state.synthetic.images
     return {"images": images, "labels": state.synthetic.labels, "lr": state.synthetic.extras["lr"]}

@@ -83,7 +83,7 @@ class DomainCollection:
     mean: np.ndarray
     std: np.ndarray
     statistics: str
-    builder: Callable[[str], Splits] = dataclasses.field(repr=False)
+    builder: Callable[[str, bool], Splits] = dataclasses.field(repr=False)   # (domain, with_train) -> splits
 
     @property
     def num_domains(self) -> int:
@@ -113,23 +113,32 @@ class DomainCollection:
         if not indices or any(not 0 <= i < self.num_domains for i in indices):
             raise ConfigError(f"domain indices {list(indices)} out of range for {self.name}'s {self.num_domains} "
                               "domains; pass positions 0..num_domains-1")
-        parts = [self._normalised(i) for i in indices]
+        parts = [self._normalised(i, True) for i in indices]
         joined = [np.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j] for j in range(4)]
         name = f"{self.name}/{'+'.join(self.domains[i] for i in indices)}"
         return _dataset.Dataset(name=name, train_images=joined[0], train_labels=joined[1], test_images=joined[2],
                                 test_labels=joined[3], num_classes=self.num_classes, class_names=self.class_names,
                                 mean=self.mean, std=self.std, zca=None)
 
-    def _normalised(self, i: int) -> Splits:
+    def load_test(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Domain ``i``'s normalised test split ``(images, labels)`` only (its train split is not built)."""
+        if not 0 <= int(i) < self.num_domains:
+            raise ConfigError(f"domain index {i} out of range for {self.name}'s {self.num_domains} domains")
+        _, _, test_x, test_y = self._normalised(int(i), False)
+        return test_x, test_y
+
+    def _normalised(self, i: int, with_train: bool) -> Splits:
         domain = self.domains[i]
-        train_x, train_y, test_x, test_y = self.builder(domain)
+        train_x, train_y, test_x, test_y = self.builder(domain, with_train)
+        norm = functools.partial(_pre.normalize, mean=self.mean, std=self.std)
+        if not with_train:
+            return None, None, np.ascontiguousarray(norm(test_x), np.float32), test_y.astype(np.int32)
         counts = np.bincount(train_y, minlength=self.num_classes)
         if (counts == 0).any():
             empty = [self.class_names[c] for c in np.flatnonzero(counts == 0)]
             raise DataNotFoundError(f"domain {domain!r} of {self.name} has no training image of class(es) "
                                     f"{', '.join(empty)}; every domain needs every class (add images or drop the "
                                     "domain with --config.domains.names)")
-        norm = functools.partial(_pre.normalize, mean=self.mean, std=self.std)
         return (np.ascontiguousarray(norm(train_x), np.float32), train_y.astype(np.int32),
                 np.ascontiguousarray(norm(test_x), np.float32), test_y.astype(np.int32))
 
@@ -292,7 +301,7 @@ def _base_arrays(base: str, data_dir, source_dir) -> tuple[Splits, tuple[str, ..
 class _Source(NamedTuple):
     """What a source gives :func:`load_domains`: domain name → builder of its (unnormalised) splits, and the rest."""
     name: str
-    builders: dict[str, Callable[[], Splits]]
+    builders: dict[str, Callable[[bool], Splits]]
     classes: tuple[str, ...]
     mean: np.ndarray
     std: np.ndarray
@@ -314,8 +323,9 @@ def _rotated(base: str, num_domains: int | None, angle_step: float, image_size: 
     mean, std = _pre.channel_stats(train_x[..., None])
     std = np.where(std > 0, std, np.float32(1.0)).astype(np.float32)
 
-    def build(angle: float) -> Splits:
-        return (rotate_images(train_x[..., None], angle), train_y, rotate_images(test_x[..., None], angle), test_y)
+    def build(angle: float, with_train: bool) -> Splits:
+        train = rotate_images(train_x[..., None], angle) if with_train else None
+        return train, train_y, rotate_images(test_x[..., None], angle), test_y
 
     builders = {f"rot{k * angle_step:g}": functools.partial(build, k * angle_step) for k in range(num_domains)}
     return _Source(f"rotated_{base}", builders, class_names, mean, std, f"the train statistics of unrotated {base}",
@@ -328,10 +338,10 @@ def _styled(base: str, image_size: int | None, data_dir, source_dir) -> _Source:
         train_x = _resize(train_x[..., None], image_size)[..., 0]
         test_x = _resize(test_x[..., None], image_size)[..., 0]
 
-    def build(index: int, style: str) -> Splits:
+    def build(index: int, style: str, with_train: bool) -> Splits:
         def one(split: int, gray: np.ndarray) -> np.ndarray:
             return stylize(gray, style, np.random.default_rng([1729, index, split]))
-        return one(0, train_x), train_y, one(1, test_x), test_y
+        return one(0, train_x) if with_train else None, train_y, one(1, test_x), test_y
 
     builders = {style: functools.partial(build, i, style) for i, style in enumerate(STYLE_NAMES)}
     return _Source(f"styled_{base}", builders, class_names, IMAGENET_MEAN, IMAGENET_STD,
@@ -369,7 +379,7 @@ def _folder(root: str, image_size: int | None, split_seed: int) -> _Source:
                                 f"{root}/<domain>/<class>/*.png|jpg")
     size = DEFAULT_FOLDER_SIZE if not image_size else int(image_size)
 
-    def build(domain: str) -> Splits:
+    def build(domain: str, with_train: bool) -> Splits:
         from PIL import Image
 
         paths, labels = [], []
@@ -380,13 +390,17 @@ def _folder(root: str, image_size: int | None, split_seed: int) -> _Source:
                                         "every class needs images in every domain")
             paths += [os.path.join(root, domain, name, f) for f in files]
             labels += [c] * len(files)
-        images = np.empty((len(paths), size, size, 3), np.float32)
-        for i, path in enumerate(paths):
-            with Image.open(path) as im:
-                images[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255.0
         labels = np.asarray(labels, np.int32)
         train, test = domainbed_split(len(paths), seed_hash(split_seed, domain))
-        return images[train], labels[train], images[test], labels[test]
+
+        def read(rows: np.ndarray) -> np.ndarray:
+            images = np.empty((len(rows), size, size, 3), np.float32)
+            for j, row in enumerate(rows):
+                with Image.open(paths[row]) as im:
+                    rgb = im.convert("RGB").resize((size, size), Image.BILINEAR)
+                    images[j] = np.asarray(rgb, np.float32) / 255.0
+            return images
+        return read(train) if with_train else None, labels[train], read(test), labels[test]
 
     builders = {d: functools.partial(build, d) for d in domains}
     name = f"folder_{os.path.basename(root.rstrip(os.sep)) or 'root'}"
@@ -445,4 +459,4 @@ def load_domains(source: str, *, base: str = "digits", num_domains: int | None =
     return DomainCollection(name=src.name, domains=tuple(chosen), class_names=tuple(str(c) for c in src.classes),
                             image_shape=src.image_shape, mean=np.asarray(src.mean, np.float32),
                             std=np.asarray(src.std, np.float32), statistics=src.statistics,
-                            builder=lambda d: src.builders[d]())
+                            builder=lambda d, with_train: src.builders[d](with_train))

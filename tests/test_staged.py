@@ -1,0 +1,170 @@
+"""Staged runs (launch.staged) with DM on a 3-domain rotated-digits collection at toy scale: outputs and the
+results contract, the boundary hook, resume mid-phase and at a boundary, gather and leave-one-out."""
+import json
+import os
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddjax import algorithms, continual
+from ddjax.errors import CheckpointError
+from launch.run import run
+from test_launch import tiny_config
+
+STEPS = 2   # per phase; 3 phases -> global steps 1..6, phase ends at 2, 4, 6
+
+
+def stream_config(plan="stream", **overrides):
+    """test_launch's toy DM config over 3 rotated-digits domains (0°, 30°, 60°), checkpoints every step."""
+    fields = {"steps": STEPS, "checkpoint_every": 1, "keep_checkpoints": 10,
+              "dsa_strategy": "none",   # DM's step with DSA compiles 3x slower; augmentation is not tested here
+              "domains.source": "rotated", "domains.num_domains": 3, "domains.angle_step": 30.0, "domains.plan": plan}
+    return tiny_config(**{**fields, **overrides})
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted stream run whose DM entry records every boundary call (phase, images it received)."""
+    calls = []
+
+    def boundary(state, config, phase_index):
+        calls.append((phase_index, np.asarray(state.synthetic.images).copy()))
+        return state
+
+    def summarize(state, config):
+        return {"image_norm": jnp.linalg.norm(state.synthetic.images), "labels": state.synthetic.labels}
+
+    entry = algorithms.REGISTRY["dm"]
+    mp = pytest.MonkeyPatch()
+    mp.setitem(algorithms.REGISTRY, "dm", entry._replace(boundary=boundary, summarize=summarize))
+    try:
+        workdir = str(tmp_path_factory.mktemp("straight"))
+        results = run(stream_config(), workdir)
+    finally:
+        mp.undo()
+    return workdir, results, calls
+
+
+def test_stream_writes_the_results_contract_and_pictures(straight):
+    workdir, results, _ = straight
+    saved = json.load(open(os.path.join(workdir, "results.json")))
+    assert saved == json.loads(json.dumps(results))
+    assert saved["domains"] == ["rot0", "rot30", "rot60"] and saved["steps"] == 3 * STEPS
+    matrix = np.asarray(saved["accuracy_matrix"])
+    per_seed = np.asarray(saved["accuracy_matrix_per_seed"])
+    assert matrix.shape == (3, 3) and per_seed.shape == (3, 3, 2)
+    np.testing.assert_allclose(matrix, per_seed.mean(-1))
+    assert saved["A_T"] == pytest.approx(matrix[2].mean())                                   # eq. 18
+    assert saved["F_T"] == pytest.approx(np.mean(matrix[:2, :2].max(0) - matrix[2, :2]))      # eq. 19
+    np.testing.assert_allclose(saved["A_curve"], continual.accuracy_curve(matrix))
+    rows = [r for r in _records(workdir) if "phase_accuracy" in r]
+    assert [(r["step"], r["phase"], r["train_domains"]) for r in rows] == [
+        (2, 0, ["rot0"]), (4, 1, ["rot30"]), (6, 2, ["rot60"])]
+    assert [r["phase_accuracy"] for r in rows] == matrix.tolist()
+    for name in ("accuracy_matrix.png", "accuracy_curve.png", "curves.png", "synthetic.npz", "images/phase_0.png",
+                 "images/phase_2.png", "phases/0/synthetic.npz", "phases/2/synthetic.npz"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    final = np.load(os.path.join(workdir, "synthetic.npz"))
+    np.testing.assert_array_equal(final["images"], np.load(os.path.join(workdir, "phases/2/synthetic.npz"))["images"])
+    assert final["images"].shape == (20, 8, 8, 1)
+
+
+def test_boundary_hook_runs_at_every_phase_start_on_the_kept_state(straight):
+    workdir, _, calls = straight
+    assert [k for k, _ in calls] == [0, 1, 2]
+    for k in (1, 2):   # stream keeps the state: phase k starts from phase k-1's final set
+        previous = np.load(os.path.join(workdir, f"phases/{k - 1}/synthetic.npz"))["images"]
+        np.testing.assert_array_equal(calls[k][1], previous)
+    assert not np.array_equal(calls[1][1], calls[0][1])   # and that set did move during phase 0
+
+
+def test_summarize_hook_is_kept_per_phase(straight):
+    workdir = straight[0]
+    rows = [r for r in _records(workdir) if "phase_accuracy" in r]
+    for k, row in enumerate(rows):
+        images = np.load(os.path.join(workdir, f"phases/{k}/synthetic.npz"))["images"]
+        summary = np.load(os.path.join(workdir, f"phases/{k}/summary.npz"))
+        assert summary["image_norm"] == pytest.approx(np.linalg.norm(images), rel=1e-5)
+        assert row["image_norm"] == pytest.approx(float(summary["image_norm"]))   # scalars also in the record
+        assert summary["labels"].shape == (20,) and "labels" not in row
+
+
+@pytest.mark.parametrize("interrupted_after", [3, 4])   # mid-phase 1, and the boundary after phase 1
+def test_resumed_stream_ends_bit_identical(straight, tmp_path, interrupted_after):
+    workdir, results, _ = straight
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(workdir, resumed)
+    # what an interruption after `interrupted_after` steps leaves: later checkpoints, phase sets, results never made
+    for step in range(interrupted_after + 1, 3 * STEPS + 1):
+        shutil.rmtree(os.path.join(resumed, "checkpoints", str(step)))
+    for k in range(interrupted_after // STEPS, 3):
+        shutil.rmtree(os.path.join(resumed, "phases", str(k)))
+    for name in ("results.json", "synthetic.npz", "accuracy_matrix.png"):
+        os.remove(os.path.join(resumed, name))
+    again = run(stream_config(), resumed)
+    assert again["accuracy_matrix_per_seed"] == results["accuracy_matrix_per_seed"]
+    for k in range(3):
+        a = np.load(os.path.join(workdir, f"phases/{k}/synthetic.npz"))["images"]
+        b = np.load(os.path.join(resumed, f"phases/{k}/synthetic.npz"))["images"]
+        np.testing.assert_array_equal(a, b)
+    steps = [r["step"] for r in _records(resumed) if "loss" in r]
+    assert steps == list(range(1, 3 * STEPS + 1))   # no duplicated records after the resume
+
+
+def test_gather_evaluates_the_union_and_leave_one_out_never_trains_on_the_held_out_domain(tmp_path, monkeypatch):
+    seen = []
+    original = algorithms.prepare_data
+
+    def spy(config, dataset, real, mesh=None, stream=None):
+        seen.append((config.data.name, sorted(set(np.asarray(dataset.train_labels).tolist())), dataset.name))
+        return original(config, dataset, real, mesh=mesh, stream=stream)
+
+    monkeypatch.setattr(algorithms, "prepare_data", spy)
+    gather = run(stream_config("gather", steps=1, **{"domains.num_domains": 2}), str(tmp_path / "gather"))
+    assert gather["synthetic_size"] == 2 * 20 and np.asarray(gather["accuracy_matrix"]).shape == (2, 2)
+    union = np.load(str(tmp_path / "gather" / "synthetic.npz"))["images"]
+    np.testing.assert_array_equal(union, np.concatenate(
+        [np.load(str(tmp_path / "gather" / "phases" / str(k) / "synthetic.npz"))["images"] for k in (0, 1)]))
+    sizes = [r["eval_set_size"] for r in _records(str(tmp_path / "gather")) if "phase_accuracy" in r]
+    assert sizes == [20, 40]   # phase k is scored on the union of phases 0..k's sets
+
+    seen.clear()
+    loo = run(stream_config("leave_one_out", steps=1), str(tmp_path / "loo"))
+    assert [name for name, _, _ in seen] == ["rotated_digits/rot30+rot60", "rotated_digits/rot0+rot60",
+                                             "rotated_digits/rot0+rot30"]   # prepare keys by what it trains on
+    assert set(loo["leave_one_out"]) == {"rot0", "rot30", "rot60"}
+    for held_out, r in loo["leave_one_out"].items():
+        assert len(r["per_seed"]) == 2 and r["mean"] == pytest.approx(np.mean(r["per_seed"]))
+    assert loo["leave_one_out_mean"] == pytest.approx(np.mean([r["mean"] for r in loo["leave_one_out"].values()]))
+    assert "accuracy_matrix" not in loo
+
+
+def test_a_boundary_that_changes_the_state_structure_is_one_line(tmp_path, monkeypatch):
+    def grow(state, config, phase_index):
+        return state.replace(step=jnp.stack([state.step, state.step]))   # a leaf changes shape
+
+    monkeypatch.setitem(algorithms.REGISTRY, "dm", algorithms.REGISTRY["dm"]._replace(boundary=grow))
+    with pytest.raises(CheckpointError, match="boundary hook changed the state's structure at phase 0") as info:
+        run(stream_config(steps=1), str(tmp_path / "w"))
+    assert "\n" not in str(info.value)
+
+
+def test_resuming_with_another_phase_length_is_refused(straight, tmp_path):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(straight[0], workdir)
+    with pytest.raises(CheckpointError, match=f"steps={STEPS} per phase; resume it with --config.steps={STEPS}"):
+        run(stream_config(steps=STEPS + 1), workdir)
+
+
+def test_one_domain_stream_is_refused_before_any_work(tmp_path):
+    from ddjax.errors import ConfigError
+    with pytest.raises(ConfigError, match="needs at least 2 domains"):
+        run(stream_config(**{"domains.num_domains": 1}), str(tmp_path / "w"))
+    assert not (tmp_path / "w" / "config.json").exists()
