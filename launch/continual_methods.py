@@ -21,7 +21,7 @@ from launch import outputs
 PLAN_METHODS = tuple(f"{plan}_{name}" for plan in ("joint", "gather") for name in ("m3d", "dsa", "dc"))
 METHODS = didd.MODES + PLAN_METHODS
 
-__all__ = ["METHODS", "PLAN_METHODS", "parse_options", "paper_settings", "apply_method", "save_focus_samples"]
+__all__ = ["METHODS", "PLAN_METHODS", "parse_options", "paper_settings", "apply_method", "save_summary_images"]
 
 
 def parse_options(arg: str, **defaults) -> dict:
@@ -85,17 +85,26 @@ def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: f
     return config
 
 
-def save_focus_samples(workdir: str, per_phase: list[dict], to_pixels, num_classes: int,
-                       class_names=None) -> list[str]:
-    """Fig. 6: ``focus_stability.png`` / ``focus_plasticity.png`` in ``workdir``, one row per class and one column
-    per finished domain, each cell the stored image with the largest / smallest ᾱ − β̄ of that class after that
-    domain (``per_phase``: :func:`ddjax.algorithms.didd.focus_images` of each phase's final state). Returns paths."""
+def save_summary_images(workdir: str, num_phases: int, to_pixels, num_classes: int, class_names=None) -> list[str]:
+    """Pictures of the per-class images an algorithm's ``summarize`` hook keeps at each phase end: for every key of
+    ``phases/<k>/summary.npz`` holding ``(num_classes, H, W, C)`` images, ``<key>.png`` in ``workdir`` with one row
+    per class and one column per phase. DIDD's ``focus_stability`` / ``focus_plasticity`` give the paper's Fig. 6
+    (the stored image of each class with the largest / smallest ᾱ − β̄ after each domain). Returns the paths."""
+    summaries = []
+    for k in range(num_phases):
+        path = os.path.join(workdir, "phases", str(k), "summary.npz")
+        if not os.path.exists(path):
+            return []
+        with np.load(path) as z:
+            summaries.append({name: z[name] for name in z.files})
+    keys = [name for name, v in summaries[0].items()
+            if v.ndim == 4 and v.shape[0] == num_classes and v.shape[-1] in (1, 3)]
     paths = []
-    for kind in ("stability", "plasticity"):
-        images = np.concatenate([np.asarray(p[kind]) for p in per_phase])            # (phases·K, H, W, C)
-        labels = np.tile(np.arange(num_classes), len(per_phase))
-        order = np.argsort(labels, kind="stable")                                     # class rows, phase columns
-        path = os.path.join(workdir, f"focus_{kind}.png")
+    for name in keys:
+        images = np.concatenate([s[name] for s in summaries])                  # (phases·K, H, W, C)
+        labels = np.tile(np.arange(num_classes), num_phases)
+        order = np.argsort(labels, kind="stable")                                 # class rows, phase columns
+        path = os.path.join(workdir, f"{name}.png")
         outputs.save_image_grid(path, to_pixels(images[order]), labels[order], num_classes, class_names)
         paths.append(path)
     return paths

@@ -311,7 +311,11 @@ def test_focus_images_are_the_extreme_rate_differences(bilevel_step, tmp_path):
     summary = didd.summarize(state, config)
     np.testing.assert_allclose(summary["alpha_bar"] - summary["beta_bar"], diff.ravel(), rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(summary["focus_stability"], focus["stability"])
-    paths = continual_methods.save_focus_samples(str(tmp_path), [focus, focus], lambda x: np.clip(x, 0, 1), K)
+    for k in range(2):  # what the staged launcher stores at each phase end
+        os.makedirs(tmp_path / "phases" / str(k))
+        np.savez(tmp_path / "phases" / str(k) / "summary.npz", **{n: np.asarray(v) for n, v in summary.items()})
+    paths = continual_methods.save_summary_images(str(tmp_path), 2, lambda x: np.clip(x, 0, 1), K)
+    assert sorted(os.path.basename(p) for p in paths) == ["focus_plasticity.png", "focus_stability.png"]
     assert all(os.path.getsize(p) > 0 for p in paths)
 
 
