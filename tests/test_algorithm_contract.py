@@ -69,6 +69,7 @@ TINY: dict[str, Tiny] = {
     "mtt": Tiny({f"mtt.{k}": v for k, v in _TRAJECTORY.items()}, _expert_buffer),
     "satm": Tiny({**{f"satm.{k}": v for k, v in _TRAJECTORY.items()}, "satm.truncate": 1, "satm.ema_decay": 0.9},
                  _expert_buffer),
+    "didd": Tiny({"didd.batch_real": 4, "didd.lr_img": 1.0}),
 }
 
 
