@@ -237,7 +237,7 @@ def test_ewc_importance_is_the_mean_squared_plastic_gradient(setup):
     omega = np.asarray(state.extras["didd"].penalty.importance, np.float64)
     moved = np.asarray(state.synthetic.extras["stored"], np.float64) - np.asarray(state.extras["didd"].previous)
     _, metrics = step(state, pool)
-    expected = 1.0 * np.sum(omega / omega.mean() * moved ** 2)  # λ Σ Ω̃ (x̂ − x̂ᵗ⁻¹)², λ = penalty_weight = 1
+    expected = 1.0 / (2 * LR) * np.sum(omega / omega.max() * moved ** 2)  # λ/(2η_x) Σ Ω̃ (x̂ − x̂ᵗ⁻¹)², λ = 1
     np.testing.assert_allclose(float(metrics["loss_penalty"]), expected, rtol=1e-4)
 
 

@@ -324,6 +324,7 @@ class StepSpec(NamedTuple):
     update: AsymmetricUpdate
     penalty: Penalty | None
     image_opt: optax.GradientTransformation
+    eta_x: float
 
 
 class StepInputs(NamedTuple):
@@ -438,7 +439,7 @@ def later_domain_direction(spec: StepSpec, inputs: StepInputs, didd: DIDDState, 
         g_plastic = g_plastic + g_penalty
     if penalty is not None and penalty.importance is not None:
         loss_anchor, g_anchor = jax.value_and_grad(pixel_anchor, argnums=1)(
-            didd.penalty.importance, stored, didd.previous, penalty.weight)
+            didd.penalty.importance, stored, didd.previous, penalty.weight, spec.eta_x)
         loss_penalty, g_plastic = loss_penalty + loss_anchor, g_plastic + g_anchor
     sample = _importance_sample(spec, grads[0], named.get("_feature_sensitivity", (None, None))[1])
 
@@ -459,11 +460,14 @@ def later_domain_direction(spec: StepSpec, inputs: StepInputs, didd: DIDDState, 
     return direction, rates, sample, metrics
 
 
-def pixel_anchor(importance: jax.Array, stored: jax.Array, previous: jax.Array, weight: float) -> jax.Array:
-    r"""EWC / MAS on pixels: :math:`\lambda \sum \tilde\Omega\,(\hat x - \hat x^{t-1})^2`,
-    :math:`\tilde\Omega = \Omega / \mathrm{mean}(\Omega)` (normalised so λ does not depend on the loss scale)."""
-    normalised = importance / (jnp.mean(importance) + 1e-20)
-    return weight * jnp.sum(normalised * jnp.square(stored - previous))
+def pixel_anchor(importance: jax.Array, stored: jax.Array, previous: jax.Array, weight: float,
+                 eta_x: float) -> jax.Array:
+    r"""EWC / MAS on pixels: :math:`\frac{\lambda}{2\eta_x} \sum \tilde\Omega\,(\hat x - \hat x^{t-1})^2`,
+    :math:`\tilde\Omega = \Omega / \max\Omega \in [0, 1]`. Scaled so that one image step (learning rate η_x) pulls
+    every pixel back by the fraction λΩ̃ of its deviation: λ ≤ 1 keeps the explicit step stable whatever Ω's range
+    (with Ω / mean Ω the stiffest pixels over-shot every step and the MAS run collapsed: docs/results.md)."""
+    normalised = importance / (jnp.max(importance) + 1e-30)
+    return weight / (2.0 * eta_x) * jnp.sum(normalised * jnp.square(stored - previous))
 
 
 def _mean_cosine(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -565,7 +569,7 @@ def make_spec(config: ml_collections.ConfigDict, model: nn.Module, num_classes: 
                     scales=tuple(float(s) for s in hp.sigmas), unbiased=bool(hp.unbiased),
                     init_mix=bool(hp.init_mix) and hp.factor > 1, mesh=mesh, update=make_update(hp.mode, hp, ipc),
                     penalty=make_penalty(hp.mode, hp),
-                    image_opt=optax.sgd(hp.lr_img, momentum=hp.momentum or None))
+                    image_opt=optax.sgd(hp.lr_img, momentum=hp.momentum or None), eta_x=float(hp.lr_img))
 
 
 def boundary(state: DistillState, phase_index: int | jax.Array) -> DistillState:
