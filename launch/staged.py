@@ -41,7 +41,7 @@ import numpy as np
 from ddjax import algorithms, continual, evaluate, models
 from ddjax.errors import CheckpointError
 from ddjax.sharding import make_mesh, replicate
-from launch import outputs
+from launch import continual_methods, outputs
 from launch.checkpoint import CONFIG_FILE, Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict
 from launch.domains import collection_from_config
@@ -278,6 +278,9 @@ def _results(config, config_dict, workdir, collection, plan, total, seconds, sta
                              [f"after {d}" for d in collection.domains], title=title)
         outputs.save_accuracy_curve(os.path.join(workdir, "accuracy_curve.png"), result["A_curve"],
                                     list(collection.domains), title=title)
+    continual_methods.save_summary_images(workdir, len(plan), lambda x: np.clip(x * collection.std + collection.mean,
+                                                                               0.0, 1.0),
+                                          collection.num_classes, collection.class_names)   # e.g. DIDD's Fig. 6
     result["synthetic_size"] = int(last["eval_set_size"])
     result["seconds"] = seconds
     result["wall_seconds_this_invocation"] = time.perf_counter() - started

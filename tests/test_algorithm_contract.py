@@ -85,10 +85,12 @@ TINY: dict[str, Tiny] = {
     "mtt": Tiny({f"mtt.{k}": v for k, v in _TRAJECTORY.items()}, _expert_buffer),
     "satm": Tiny({**{f"satm.{k}": v for k, v in _TRAJECTORY.items()}, "satm.truncate": 1, "satm.ema_decay": 0.9},
                  _expert_buffer),
-    "sre2l": Tiny({**{f"sre2l.{k}": v for k, v in _SQUEEZE.items()}, "sre2l.iterations": 2, "steps": 2}, _squeeze_data),
+    "sre2l": Tiny({**{f"sre2l.{k}": v for k, v in _SQUEEZE.items()}, "sre2l.iterations": 2,
+                   "steps": 2}, _squeeze_data),
     "rded": Tiny({**{f"rded.{k}": v for k, v in _SQUEEZE.items()}, "rded.mipc": 4, "steps": 1}, _squeeze_data),
-    "dtl": Tiny({**{f"dtl.{k}": v for k, v in _SQUEEZE.items()}, "dtl.iterations": 2, "dtl.steps_per_visit": 1, "steps": 2,
-                 "dtl.psi_width": 2, "dtl.psi_res_blocks": 1}, _squeeze_data),
+    "dtl": Tiny({**{f"dtl.{k}": v for k, v in _SQUEEZE.items()}, "dtl.iterations": 2, "dtl.steps_per_visit": 1,
+                 "steps": 2, "dtl.psi_width": 2, "dtl.psi_res_blocks": 1}, _squeeze_data),
+    "didd": Tiny({"didd.batch_real": 4, "didd.lr_img": 1.0}),
 }
 
 

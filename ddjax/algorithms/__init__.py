@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-from ddjax.algorithms import decoupled, dm, dream, dtl, gradient_matching, idc, iid, m3d, trajectory
+from ddjax.algorithms import decoupled, didd, dm, dream, dtl, gradient_matching, idc, iid, m3d, trajectory
 from ddjax.algorithms.base import (Algorithm, DistillState, INIT_NAMES, RealPool, SyntheticSet, init_synthetic,
                                    make_real_pool, sample_per_class)
 from ddjax.errors import check_choice
@@ -56,6 +56,9 @@ REGISTRY: dict[str, Entry] = {
     "rded": Entry(make=decoupled.make_rded, default_config=decoupled.rded_config, prepare=decoupled.prepare_rded,
                   eval_view=lambda state, config: decoupled.relabel_view(state, config, "rded")),
     "dtl": Entry(make=dtl.make, default_config=dtl.default_config, prepare=dtl.prepare, eval_view=dtl.eval_view),
+    "didd": Entry(make=didd.make, default_config=didd.default_config,
+                  boundary=lambda state, config, phase_index: didd.boundary(state, phase_index),
+                  summarize=didd.summarize),
 }
 ALGORITHM_NAMES = tuple(REGISTRY)
 
