@@ -1,5 +1,5 @@
 r"""DIDD: domain-incremental dataset distillation with the asymmetric synthetic-data update (Oh & Sim, "Asymmetric
-Synthetic Data Update for Domain Incremental Dataset Distillation"; /work/shared/papers/didd-asymmetric-update.txt,
+Synthetic Data Update for Domain Incremental Dataset Distillation"; ../shared/papers/didd-asymmetric-update.txt,
 §4.2 and Algorithm 1). No public code exists; docs/didd.md records every reading below.
 
 Domains ``D¹ … Dᵀ`` arrive one at a time, sharing the label space; ONE stored set ``x̂`` (IPC images per class)
