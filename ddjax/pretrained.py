@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Callable, TextIO
 
@@ -25,6 +23,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ddjax.atomic import atomic_directory
 from ddjax.errors import CheckpointError, DataNotFoundError
 
 SPEC_FILE = "spec.json"
@@ -59,22 +58,13 @@ def exists(path: str) -> bool:
 def save(path: str, tree: Any, spec: dict) -> None:
     """Store ``tree`` (a pytree of arrays) and ``spec`` at ``path`` atomically; an existing entry is replaced."""
     spec_text = _canonical(spec)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
+    with atomic_directory(path) as tmp:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(os.path.join(tmp, TREE_DIR), jax.tree.map(np.asarray, tree))
         checkpointer.wait_until_finished()
         checkpointer.close()
         with open(os.path.join(tmp, SPEC_FILE), "w", encoding="utf-8") as f:
             f.write(spec_text)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_spec(path: str) -> dict:

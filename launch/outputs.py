@@ -31,6 +31,7 @@ __all__ = [
     "Progress",
     "write_json_atomic",
     "save_npz_atomic",
+    "save_synthetic",
     "to_jsonable",
     "format_duration",
 ]
@@ -113,6 +114,15 @@ def save_npz_atomic(path: str | os.PathLike, **arrays: Any) -> None:
     np_arrays = {name: np.asarray(value) for name, value in arrays.items()}
     with _atomic_open(path, "wb") as f:
         np.savez(f, **np_arrays)
+
+
+def save_synthetic(path: str | os.PathLike, images: Any, labels: Any, **metadata: Any) -> None:
+    """Write a self-describing ``synthetic.npz`` atomically: :func:`ddjax.data.synthetic_arrays` ``(images, labels,
+    pixels=, mean=, std=, zca=, class_names=, dataset=, config=, lr=None)``; read back with
+    ``ddjax.load_synthetic(path)``."""
+    from ddjax.data.synthetic import synthetic_arrays
+
+    save_npz_atomic(path, **synthetic_arrays(images, labels, **metadata))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ Workdir outputs:
   ``images/step_<N>.png``    synthetic images, one row per class, at each evaluation (``synthetic.png``: latest)
   ``curves.png``             loss and accuracy over steps
   ``synthetic.npz``          final set: ``images`` (model space), ``pixels`` ([0, 1]), ``labels`` (and ``lr``, a
-                             learned training learning rate, for trajectory matching)
+                             learned training learning rate, for trajectory matching), and what maps model space to
+                             pixels without the dataset: ``mean``/``std``, the ZCA transform, ``class_names``,
+                             ``image_shape``, ``config`` (JSON); ``ddjax.load_synthetic(path)`` reads it
   ``results.json``           algorithm, dataset, ipc, steps, seconds, synthetic/random_real {mean, std, per_seed}
 
 With ``config.domains.source`` set, the run is staged over a domain collection (:mod:`launch.staged`): the same
@@ -198,10 +200,10 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     result["wall_seconds_this_invocation"] = time.perf_counter() - started
 
     view = algorithms.eval_view(state, config)
-    learned = {"lr": np.asarray(view["lr"])} if "lr" in view else {}
-    outputs.save_npz_atomic(os.path.join(workdir, "synthetic.npz"), images=np.asarray(view["images"]),
-                            pixels=dataset.to_pixels(np.asarray(view["images"])),
-                            labels=np.asarray(view["labels"]), **learned)
+    outputs.save_synthetic(os.path.join(workdir, "synthetic.npz"), np.asarray(view["images"]),
+                           np.asarray(view["labels"]), pixels=dataset.to_pixels(np.asarray(view["images"])),
+                           mean=dataset.mean, std=dataset.std, zca=dataset.zca, class_names=dataset.class_names,
+                           dataset=dataset.name, config=config_dict, lr=view.get("lr"))
     outputs.save_curves(os.path.join(workdir, "curves.png"), outputs.read_metrics(metrics_path),
                         title=f"{config.algorithm} on {dataset.name}, ipc {config.ipc}")
     outputs.write_json_atomic(os.path.join(workdir, "results.json"), result)

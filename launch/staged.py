@@ -121,8 +121,10 @@ class _Phases:
         folder = os.path.join(self.workdir, "phases", str(k))
         learned = {"lr": np.asarray(view["lr"])} if "lr" in view else {}
         pixels = self._to_pixels(images)
-        outputs.save_npz_atomic(os.path.join(folder, "synthetic.npz"), images=images, pixels=pixels, labels=labels,
-                                **learned)
+        outputs.save_synthetic(os.path.join(folder, "synthetic.npz"), images, labels, pixels=pixels,
+                               mean=self.collection.mean, std=self.collection.std, zca=None,
+                               class_names=self.collection.class_names, dataset=self.collection.name,
+                               config=config_to_dict(c), lr=learned.get("lr"))
         classes = labels if labels.ndim == 1 else labels.argmax(-1)   # soft labels: drawn in their top class
         for name in (f"images/phase_{k}.png", "synthetic.png"):
             outputs.save_image_grid(os.path.join(self.workdir, name), pixels, classes, self.collection.num_classes,
@@ -238,7 +240,8 @@ def _final_set(workdir: str, eval_sets: tuple[int, ...]) -> dict[str, np.ndarray
             parts.append({name: z[name] for name in z.files})
     if len(parts) == 1:
         return parts[0]
-    return {name: np.concatenate([p[name] for p in parts]) for name in ("images", "pixels", "labels")}
+    union = {name: np.concatenate([p[name] for p in parts]) for name in ("images", "pixels", "labels")}
+    return {**{k: v for k, v in parts[0].items() if k != "lr"}, **union}   # the metadata is every phase's
 
 
 def _results(config, config_dict, workdir, collection, plan, total, seconds, started) -> dict:

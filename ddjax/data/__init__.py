@@ -8,6 +8,8 @@
 * :func:`load_domains` → :class:`DomainCollection`: an ordered list of domains (rotated copies, styled renderings
   of a base dataset, or DomainBed-layout folders) sharing one label space and one normalisation, each domain
   built lazily as a :class:`Dataset` (:mod:`ddjax.data.domains`).
+* :func:`load_synthetic` → :class:`SyntheticSet`: a run's self-describing ``synthetic.npz`` (images, pixels, labels,
+  normalisation, ZCA, class names, config) read back, with ``to_pixels`` / ``to_model`` (:mod:`ddjax.data.synthetic`).
 * Pure helpers: :func:`channel_stats`, :func:`normalize`, :func:`denormalize`, :func:`fit_zca`,
   :class:`ZCAWhitening` (``apply`` / ``invert``).
 
@@ -16,6 +18,7 @@
 from ddjax.data.dataset import DATASET_NAMES, Dataset, load_dataset
 from ddjax.data.domains import DOMAIN_SOURCES, STYLE_NAMES, DomainCollection, load_domains
 from ddjax.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays
+from ddjax.data.synthetic import SyntheticSet, load_synthetic, synthetic_arrays
 from ddjax.data.preprocess import ZCAWhitening, channel_stats, denormalize, fit_zca, normalize
 from ddjax.data.tfds_sources import (
     default_data_dir,
@@ -27,7 +30,7 @@ from ddjax.data.tfds_sources import (
 )
 
 __all__ = [
-    "DATASET_NAMES", "DIGITS_CLASS_NAMES", "DOMAIN_SOURCES", "Dataset", "DomainCollection", "STYLE_NAMES", "ZCAWhitening", "channel_stats", "default_data_dir",
+    "DATASET_NAMES", "DIGITS_CLASS_NAMES", "DOMAIN_SOURCES", "Dataset", "DomainCollection", "STYLE_NAMES", "SyntheticSet", "ZCAWhitening", "channel_stats", "default_data_dir",
     "denormalize", "fit_zca", "load_dataset", "load_digits_arrays", "load_domains", "load_fashion_mnist_arrays",
-    "load_tfds_arrays", "normalize", "prepare_fashion_mnist", "prepared_datasets", "read_idx",
+    "load_synthetic", "load_tfds_arrays", "normalize", "prepare_fashion_mnist", "prepared_datasets", "read_idx", "synthetic_arrays",
 ]

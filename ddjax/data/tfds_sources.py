@@ -17,7 +17,6 @@ files; later loads read only that file. ``tfds.load`` / ``tfds.as_numpy`` are ne
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import gzip
@@ -27,6 +26,7 @@ import zipfile
 
 import numpy as np
 
+from ddjax.atomic import atomic_open
 from ddjax.errors import ConfigError, DataNotFoundError
 
 __all__ = [
@@ -233,16 +233,12 @@ def _read_cache(path: str, builder) -> RawArrays | None:
 
 def _write_cache(path: str, raw: RawArrays) -> None:
     """Write atomically (temporary file then rename); a read-only data_dir only costs the speed-up."""
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb") as f:
             np.savez(f, format=np.int64(_CACHE_FORMAT), train_images=raw.train_images,
                      train_labels=raw.train_labels, test_images=raw.test_images, test_labels=raw.test_labels,
                      class_names=np.asarray(raw.class_names, dtype=str))
-        os.replace(tmp, path)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
         log.warning("could not write the array cache %s (%s); the next load will decode again", path, e)
 
 
