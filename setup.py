@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "pillow>=10.0",
     # PNG plots of loss/accuracy curves written by the launcher.
     "matplotlib>=3.8",
+    # TensorBoard event files (W/tensorboard/) without TensorFlow or PyTorch; brings only protobuf.
+    "tensorboardX>=2.6",
 ]
 
 setup(

@@ -7,6 +7,8 @@ Workdir outputs:
   ``metrics.jsonl``          one JSON record per logged step / evaluation
   ``images/step_<N>.png``    synthetic images, one row per class, at each evaluation (``synthetic.png``: latest)
   ``curves.png``             loss and accuracy over steps
+  ``tensorboard/``           TensorBoard event files: the metrics.jsonl scalars and the image grid at each evaluation
+                             (``tensorboard --logdir W/tensorboard``); a resume appends without duplicate steps
   ``synthetic.npz``          final set: ``images`` (model space), ``pixels`` ([0, 1]), ``labels`` (and ``lr``, a
                              learned training learning rate, for trajectory matching), and what maps model space to
                              pixels without the dataset: ``mean``/``std``, the ZCA transform, ``class_names``,
@@ -119,15 +121,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     record_config(workdir, config_dict)
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+    tensorboard = outputs.TensorBoardWriter(os.path.join(workdir, "tensorboard"),
+                                            resume_step=checkpointer.latest_step() or 0, stream=stream)
     try:
         return _loop(config, workdir, stream, started, dataset, model, step_data, algo, state, checkpointer,
-                     k_eval, config_dict, mesh)
+                     k_eval, config_dict, mesh, tensorboard)
     finally:
+        tensorboard.close()
         checkpointer.close()
 
 
 def _loop(config, workdir, stream, started, dataset, model, step_data, algo, state, checkpointer, k_eval, config_dict,
-          mesh) -> dict:
+          mesh, tensorboard) -> dict:
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     start = checkpointer.latest_step()
     previous_seconds = 0.0
@@ -139,7 +144,7 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     start = start or 0
     if start == 0 and os.path.exists(metrics_path):
         os.remove(metrics_path)  # records of an attempt that died before its first checkpoint
-    writer = outputs.MetricsWriter(metrics_path, resume_step=start or None)
+    writer = outputs.MetricsWriter(metrics_path, resume_step=start or None, tensorboard=tensorboard)
 
     step_fn = jax.jit(algo.step, donate_argnums=0)
     progress = outputs.Progress(config.steps, initial=start, stream=stream, log_every=config.log_every,
@@ -167,6 +172,7 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
         for name in (f"images/step_{step:06d}.png", "synthetic.png"):
             outputs.save_image_grid(os.path.join(workdir, name), pixels, labels, dataset.num_classes,
                                     dataset.class_names)
+        tensorboard.add_image_file("images/synthetic", os.path.join(workdir, "synthetic.png"), step)
         progress.write(f"step {step}: synthetic accuracy {result.mean:.4f} ± {result.std:.4f} "
                        f"over {config.eval.num_seeds} seeds")
         last_eval["result"] = result
