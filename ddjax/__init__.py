@@ -5,5 +5,10 @@ Subpackages: ``data`` (datasets, normalisation, ZCA), ``models`` (ConvNet family
 (the evaluation protocol). Submodules are imported lazily so ``import ddjax`` stays cheap.
 """
 __version__ = "0.1.0"
-from ddjax.data.synthetic import load_synthetic  # reads a run's synthetic.npz back (ddjax.data.synthetic)
-__all__ = ["load_synthetic"]
+
+
+def load_synthetic(path):
+    """A run's ``synthetic.npz`` as a ``SyntheticSet`` (:func:`ddjax.data.synthetic.load_synthetic`; imported on call,
+    so ``import ddjax`` does not import jax)."""
+    from ddjax.data.synthetic import load_synthetic as load
+    return load(path)

@@ -35,13 +35,15 @@ import io
 import json
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ddjax.atomic import atomic_directory
-from ddjax.data.synthetic import SyntheticSet, load_synthetic
 from ddjax.errors import ConfigError, DataNotFoundError
+
+if TYPE_CHECKING:   # ddjax.data imports jax: only after the checks, so a bad command line fails at once
+    from ddjax.data.synthetic import SyntheticSet
 
 __all__ = ["FORMATS", "TFDS_NAME", "TFDS_VERSION", "TORCH_FILE", "export", "find_synthetic", "write_tfds",
            "write_torch"]
@@ -88,6 +90,8 @@ def export(workdir: str | None, fmt: str, out: str, *, synthetic: str | None = N
         raise ConfigError(f"unknown --format={fmt!r}; valid choices: {', '.join(FORMATS)}")
     path = find_synthetic(workdir, synthetic)
     out = _check_out(out)
+    from ddjax.data.synthetic import load_synthetic
+
     syn = load_synthetic(path)
     with atomic_directory(out, replace=False) as tmp:
         if fmt == "tfds":

@@ -137,6 +137,10 @@ def test_export_bad_input_writes_nothing(tmp_path):
     assert sorted(os.listdir(full)) == ["keep.txt"] and (full / "keep.txt").read_text() == "mine"
     assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))
     assert sorted(os.listdir(tmp_path)) == ["empty", "full", "w"]          # no temp folder left behind
+    with pytest.raises(DataNotFoundError, match="is not a file"):
+        export.export(None, "torch", str(tmp_path / "o4"), synthetic=str(tmp_path / "w" / "nope.npz"))
+    path = export.export(None, "torch", str(tmp_path / "o4"), synthetic=str(tmp_path / "w" / "synthetic.npz"))
+    assert np.load(path)["images"].shape == (6, 1, 4, 4)                   # --synthetic=PATH instead of a workdir
 
 
 def test_export_cli_bad_input_is_one_line_and_exit_2(tmp_path):
