@@ -1,8 +1,11 @@
 """ddjax: functional JAX dataset distillation.
 
-Subpackages: ``data`` (datasets, normalisation, ZCA), ``models`` (ConvNet family, ResNet-18), ``augment`` (DSA),
-``losses`` (pure matching losses), ``algorithms`` (``(init, step)`` pairs over one state pytree), ``evaluate``
-(the evaluation protocol). Submodules are imported lazily so ``import ddjax`` stays cheap.
+Subpackages (import what you use, e.g. ``from ddjax import losses`` or ``from ddjax.algorithms import
+get_algorithm``; ``import ddjax`` alone imports none of them, so it stays cheap): ``data`` (datasets, domain
+collections, normalisation, ZCA), ``models`` (ConvNet family, AlexNet, VGG-11, ResNet-18/50, the style-transfer
+network), ``augment`` (DSA, IDC's DiffAug, CutMix), ``losses`` (pure matching losses), ``algorithms`` (``(init,
+step)`` pairs over one state pytree), ``evaluate`` (the evaluation protocols), ``continual`` (staged-run plans and
+metrics), ``experts``/``teachers``/``squeeze``/``pretrained`` (networks trained once and stored).
 """
 __version__ = "0.1.0"
 

@@ -71,6 +71,7 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         cutmix_p=0.0,               # CutMix probability per training batch (IDC's mix_p); 0: off
         model="",                   # evaluation network ("": config.model; else a MODEL_NAMES entry, cross-arch)
         width=0,                    # its width (0: config.model.width)
+        architectures="",           # also train these on the final set, e.g. "AlexNet,VGG11" (eval_<NAME>.json)
     ))
     c[algorithm] = algorithms.default_config(algorithm)
     return c
@@ -107,6 +108,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.eval.get("model", ""):
         check_choice("eval.model", config.eval.model, models.MODEL_NAMES)
     check_choice("norm", config.model.norm, models.NORM_NAMES)
+    for name in str(config.eval.get("architectures", "")).split(","):
+        if name.strip():
+            models.build_architecture(name, 2)   # one line naming the valid architectures
     check_choice("synthetic init", config.init, algorithms.INIT_NAMES)
     augment.parse_strategy(config.dsa_strategy)
     augment.parse_strategy(config.eval.dsa_strategy)

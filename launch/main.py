@@ -1,5 +1,7 @@
 """Command line: ``python -m launch.main --config=configs/dm_tiny.py --workdir=DIR [--config.ipc=1 ...]``.
 
+``--help`` lists the shipped configs and the algorithms; ``--print_config`` prints the resolved config and exits.
+
 Kept short on purpose (as flax's examples do): the loop lives in :mod:`launch.run` so tests and notebooks can
 import it. A user error prints ``error: <one line>`` and exits with status 2; nothing good is overwritten.
 """
@@ -14,17 +16,20 @@ from launch import cli
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a ddjax config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, pictures and results "
-                    "(default: workdirs/<config file name>).")
+                    "(default: workdirs/<config file name>[_<config argument>]).")
+flags.DEFINE_bool("print_config", False, "Print the resolved config (file + --config.* overrides) and exit.")
 
 
 def main(argv):
     cli.start(argv, "python -m launch.main --config=configs/dm_tiny.py")
+    if FLAGS.print_config:
+        print(FLAGS.config)
+        return
     import jax  # after absl parsed flags, so --xla/--jax env settings from the shell apply
 
     from launch.run import run
 
-    workdir = FLAGS.workdir or os.path.join(
-        "workdirs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
+    workdir = FLAGS.workdir or cli.default_workdir(FLAGS["config"].config_filename)
     print(f"workdir: {os.path.abspath(workdir)}  (JAX process {jax.process_index()}/{jax.process_count()}, "
           f"devices: {jax.devices()})", file=sys.stderr)
     results = cli.run_or_exit(run, FLAGS.config, workdir)
@@ -43,4 +48,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    if any(arg.split("=")[0] in ("--help", "-h", "-?", "--helpshort", "--helpfull") for arg in sys.argv[1:]):
+        __doc__ = cli.help_text("python -m launch.main")   # absl prints __main__'s docstring as the usage
     app.run(main)

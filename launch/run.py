@@ -14,6 +14,8 @@ Workdir outputs:
                              pixels without the dataset: ``mean``/``std``, the ZCA transform, ``class_names``,
                              ``image_shape``, ``config`` (JSON); ``ddjax.load_synthetic(path)`` reads it
   ``results.json``           algorithm, dataset, ipc, steps, seconds, synthetic/random_real {mean, std, per_seed}
+                             (and ``cross_architecture``: name -> {mean, std, per_seed} for ``config.eval.architectures``)
+  ``eval_<NAME>.json``       one per ``config.eval.architectures`` entry (:mod:`launch.cross_architecture`)
 
 With ``config.domains.source`` set, the run is staged over a domain collection (:mod:`launch.staged`): the same
 step loop (:func:`train_steps`) per phase, with per-phase outputs documented there.
@@ -34,7 +36,7 @@ import numpy as np
 from ddjax import algorithms, data, evaluate, models
 from ddjax.errors import DivergenceError
 from ddjax.sharding import make_mesh, replicate
-from launch import outputs, staged
+from launch import cross_architecture, outputs, staged
 from launch.checkpoint import Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict, validate_config
 
@@ -201,16 +203,26 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
         writer.write(step=final_step, random_real_acc=baseline.mean, random_real_acc_std=baseline.std)
         print(f"random real images (ipc {config.ipc}): accuracy {baseline.mean:.4f} ± {baseline.std:.4f}",
               file=stream)
+    view = algorithms.eval_view(state, config)
+    cross = {name: cross_architecture.evaluate_architecture(name, config, dataset, view["images"], view["labels"],
+                                                            view.get("lr"))
+             for name in cross_architecture.parse_architectures(config.eval.architectures)}
+    for name, accuracy in cross.items():
+        result.setdefault("cross_architecture", {})[name] = {k: accuracy[k] for k in ("mean", "std", "per_seed")}
+        writer.write(step=final_step, **{f"{name}_acc": accuracy["mean"], f"{name}_acc_std": accuracy["std"]})
+        print(f"{name} trained on the synthetic set: accuracy {accuracy['mean']:.4f} ± {accuracy['std']:.4f}",
+              file=stream)
     writer.close()
     result["seconds"] = elapsed()
     result["wall_seconds_this_invocation"] = time.perf_counter() - started
 
-    view = algorithms.eval_view(state, config)
     outputs.save_synthetic(os.path.join(workdir, "synthetic.npz"), np.asarray(view["images"]),
                            np.asarray(view["labels"]), pixels=dataset.to_pixels(np.asarray(view["images"])),
                            mean=dataset.mean, std=dataset.std, zca=dataset.zca, class_names=dataset.class_names,
                            dataset=dataset.name, config=config_dict, lr=view.get("lr"))
     outputs.save_curves(os.path.join(workdir, "curves.png"), outputs.read_metrics(metrics_path),
                         title=f"{config.algorithm} on {dataset.name}, ipc {config.ipc}")
+    for name, accuracy in cross.items():
+        cross_architecture.write_evaluation(workdir, name, accuracy, os.path.join(workdir, "synthetic.npz"))
     outputs.write_json_atomic(os.path.join(workdir, "results.json"), result)
     return result

@@ -38,22 +38,37 @@ def tiny_config(**overrides):
     return c
 
 
-def test_run_writes_every_output(tmp_path):
-    workdir = str(tmp_path / "run")
-    results = run(tiny_config(), workdir)
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny DM run that also evaluated its set on ConvNetW32 (config.eval.architectures)."""
+    workdir = str(tmp_path_factory.mktemp("finished") / "run")
+    return workdir, run(tiny_config(**{"eval.architectures": "ConvNetW32"}), workdir)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """An uninterrupted 6-step run (the reference of the resume test, and a second run for launch.compare)."""
+    workdir = str(tmp_path_factory.mktemp("straight") / "run")
+    run(tiny_config(steps=6, checkpoint_every=3), workdir)
+    return workdir
+
+
+def test_run_writes_every_output(finished_run):
+    workdir, results = finished_run
     for name in ("config.json", "metrics.jsonl", "synthetic.npz", "results.json", "curves.png", "synthetic.png",
-                 "images/step_000004.png"):
+                 "images/step_000004.png", "eval_ConvNetW32.json"):
         assert os.path.exists(os.path.join(workdir, name)), name
     with open(os.path.join(workdir, "results.json")) as f:
         saved = json.load(f)
     assert saved == json.loads(json.dumps(results))
-    for key in ("algorithm", "dataset", "ipc", "steps", "seconds", "synthetic", "random_real"):
+    for key in ("algorithm", "dataset", "ipc", "steps", "seconds", "synthetic", "random_real", "cross_architecture"):
         assert key in saved
     assert (saved["algorithm"], saved["dataset"], saved["ipc"], saved["steps"]) == ("dm", "digits", 2, 4)
-    for which in ("synthetic", "random_real"):
-        r = saved[which]
+    for r in (saved["synthetic"], saved["random_real"], saved["cross_architecture"]["ConvNetW32"]):
         assert len(r["per_seed"]) == 2 and all(0.0 <= a <= 1.0 for a in r["per_seed"])
         assert r["mean"] == pytest.approx(np.mean(r["per_seed"]))
+    with open(os.path.join(workdir, "eval_ConvNetW32.json")) as f:
+        assert json.load(f)["per_seed"] == saved["cross_architecture"]["ConvNetW32"]["per_seed"]
     npz = np.load(os.path.join(workdir, "synthetic.npz"))
     assert npz["images"].shape == (20, 8, 8, 1) and npz["labels"].tolist() == sorted(npz["labels"].tolist())
     assert 0.0 <= npz["pixels"].min() and npz["pixels"].max() <= 1.0
@@ -61,17 +76,79 @@ def test_run_writes_every_output(tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
-def test_resumed_run_ends_with_the_same_synthetic_set(tmp_path):
-    straight = str(tmp_path / "straight")
-    run(tiny_config(steps=6, checkpoint_every=3), straight)
+def test_resumed_run_ends_with_the_same_synthetic_set(straight_run, tmp_path):
     resumed = str(tmp_path / "resumed")
     run(tiny_config(steps=3, checkpoint_every=3), resumed)        # "interrupted" after step 3
     run(tiny_config(steps=6, checkpoint_every=3), resumed)        # the same command again, longer: resumes
-    a = np.load(os.path.join(straight, "synthetic.npz"))["images"]
+    a = np.load(os.path.join(straight_run, "synthetic.npz"))["images"]
     b = np.load(os.path.join(resumed, "synthetic.npz"))["images"]
     np.testing.assert_array_equal(a, b)
     steps = [r["step"] for r in map(json.loads, open(os.path.join(resumed, "metrics.jsonl"))) if "loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6]  # no duplicated records after the resume
+
+
+def test_launch_evaluate_gives_the_runs_own_cross_architecture_accuracies(finished_run, tmp_path):
+    from launch.evaluate import evaluate_saved
+    workdir, results = finished_run
+    workdir = shutil.copytree(workdir, tmp_path / "copy")   # the module's run stays as the run wrote it
+    result, path = evaluate_saved(str(workdir), "convnetw32")   # names are case-insensitive: same key, networks
+    assert result["per_seed"] == results["cross_architecture"]["ConvNetW32"]["per_seed"]
+    assert result["mean"] == pytest.approx(np.mean(result["per_seed"]))
+    assert result["std"] == pytest.approx(np.std(result["per_seed"]))
+    with open(path) as f:
+        assert json.load(f)["architecture"] == "convnetw32" and path.endswith("eval_convnetw32.json")
+
+
+def test_launch_evaluate_bad_input_is_one_line(finished_run, tmp_path):
+    from launch.evaluate import evaluate_saved
+    workdir, _ = finished_run
+    before = sorted(os.listdir(workdir))
+    with pytest.raises(CheckpointError, match="does not exist; pass the --workdir of a finished run"):
+        evaluate_saved(str(tmp_path / "nope"), "AlexNet")
+    with pytest.raises(ConfigError, match="unknown architecture 'LeNet5'"):
+        evaluate_saved(workdir, "LeNet5")
+    with pytest.raises(ConfigError, match="VGG-11 needs larger images: a 8x8 input"):   # digits are 8x8
+        evaluate_saved(workdir, "VGG11")
+    with pytest.raises(CheckpointError, match="no synthetic set at"):
+        evaluate_saved(workdir, "AlexNet", synthetic=str(tmp_path / "missing.npz"))
+    assert sorted(os.listdir(workdir)) == before
+
+
+def test_compare_tables_two_runs_and_draws_the_chart(finished_run, straight_run, tmp_path):
+    from launch import compare
+    workdir, results = finished_run
+    rows = [compare.read_run(workdir), compare.read_run(straight_run)]
+    table = compare.markdown_table(rows).splitlines()
+    assert table[0] == "| run | method | dataset | IPC | steps | synthetic | random real | ConvNetW32 | seconds |"
+    first = [c.strip() for c in table[2].strip("|").split("|")]
+    s, r, x = results["synthetic"], results["random_real"], results["cross_architecture"]["ConvNetW32"]
+    assert first[:8] == ["run", "dm", "digits", "2", "4", f"{s['mean']:.4f} ± {s['std']:.4f}",
+                         f"{r['mean']:.4f} ± {r['std']:.4f}", f"{x['mean']:.4f} ± {x['std']:.4f}"]
+    second = [c.strip() for c in table[3].strip("|").split("|")]
+    assert second[4] == "6" and second[7] == ""    # the straight run has no ConvNetW32 evaluation
+    compare.bar_chart(rows, str(tmp_path / "c.png"))
+    from PIL import Image
+    assert Image.open(tmp_path / "c.png").format == "PNG"
+    with pytest.raises(CheckpointError, match="has no results.json"):
+        compare.read_run(str(tmp_path))
+
+
+def test_default_workdir_includes_the_config_argument():
+    from launch.cli import default_workdir
+    assert default_workdir("configs/dm_fmnist.py:10") == os.path.join("workdirs", "dm_fmnist_10")
+    assert default_workdir("configs/dm_fmnist.py:50") != default_workdir("configs/dm_fmnist.py:10")
+    assert default_workdir("configs/dm_tiny.py") == os.path.join("workdirs", "dm_tiny")
+    assert default_workdir("configs/didd_tiny.py:method=mas,seed=1") == os.path.join(
+        "workdirs", "didd_tiny_method=mas_seed=1")
+
+
+def test_help_lists_every_config_and_algorithm():
+    from ddjax.algorithms import ALGORITHM_NAMES
+    from launch.cli import help_text
+    lines = [line.split()[0] for line in help_text("python -m launch.main").splitlines() if line.startswith("  ")]
+    configs = sorted(f for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py"))
+    assert [n for n in lines if n.endswith(".py")] == configs
+    assert [n for n in lines if not n.endswith(".py")] == list(ALGORITHM_NAMES)
 
 
 def test_workdir_with_a_different_config_is_refused_and_untouched(tmp_path):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ddjax.errors import ConfigError
-from ddjax.models import (MODEL_NAMES, NORM_NAMES, ConvNet, ResNet18, apply_model, build_model, count_params,
-                          init_model)
+from ddjax.models import (ARCHITECTURE_EXAMPLES, MODEL_NAMES, NORM_NAMES, ConvNet, ResNet18, apply_model,
+                          build_architecture, build_model, count_params, init_model)
 
 
 def _abstract_count(model, image_shape):
@@ -28,6 +28,43 @@ def test_convnet3_w128_param_count_is_reference_value():
 
 def test_resnet18_cifar_param_count_matches_torch():
     assert _abstract_count(build_model("resnet18", 10), (32, 32, 3)) == 11_173_962
+
+
+def _conv_count(c_in: int, c_out: int, k: int, norm_params: int = 0) -> int:
+    """PyTorch ``Conv2d(c_in, c_out, k)`` with bias, plus the following norm layer's affine parameters."""
+    return c_in * c_out * k * k + c_out + norm_params
+
+
+def test_alexnet_and_vgg11_param_counts_match_the_reference_layer_formulas():
+    # DC's AlexNet on 32x32x3: conv5(3→128), conv5(128→192), conv3(192→256), conv3(256→192), conv3(192→192),
+    # three 2x2 max-pools (32→4), Linear(192·4·4, 10); no norm layers.
+    alexnet = (_conv_count(3, 128, 5) + _conv_count(128, 192, 5) + _conv_count(192, 256, 3)
+               + _conv_count(256, 192, 3) + _conv_count(192, 192, 3) + 192 * 4 * 4 * 10 + 10)
+    assert alexnet == 1_872_202
+    assert _abstract_count(build_architecture("AlexNet", 10), (32, 32, 3)) == alexnet
+    # DC's VGG11: [64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M], conv3 + instance norm (2C) each, Linear(512, 10).
+    chans = [3, 64, 128, 256, 256, 512, 512, 512, 512]
+    vgg = sum(_conv_count(a, b, 3, 2 * b) for a, b in zip(chans[:-1], chans[1:])) + 512 * 10 + 10
+    assert vgg == 9_231_114
+    assert _abstract_count(build_architecture("vgg11", 10), (32, 32, 3)) == vgg
+    # 28x28 grayscale: the first conv's extra padding makes the maps those of a 32x32 input.
+    assert _abstract_count(build_architecture("AlexNet", 10), (28, 28, 1)) == alexnet - 2 * 128 * 25
+
+
+def test_build_architecture_names_give_the_dc_variants():
+    assert all(build_architecture(n, 10) is not None for n in ARCHITECTURE_EXAMPLES)
+    assert build_architecture("ConvNetW64", 10).width == 64
+    assert build_architecture("convnetd4", 10).depth == 4
+    assert (build_architecture("ConvNetBN", 10).norm, build_architecture("ConvNetMP", 10).pooling) == ("batch", "max")
+    assert (build_architecture("ResNet18", 10).norm, build_architecture("ResNet18BN", 10).norm) == ("instance", "batch")
+    assert build_architecture("VGG11BN", 10).norm == "batch" and build_architecture("AlexNet", 10).norm == "none"
+    with pytest.raises(ConfigError, match="unknown architecture 'LeNet'; use one of ConvNet"):
+        build_architecture("LeNet", 10)
+
+
+def test_vgg11_on_8x8_images_is_one_clear_error():
+    with pytest.raises(ConfigError, match="VGG-11 needs larger images: a 8x8 input"):
+        _abstract_count(build_architecture("VGG11", 10), (8, 8, 1))
 
 
 def test_convnet_param_count_by_formula_28x28_padding_rule():
@@ -245,7 +282,7 @@ def test_jit_apply_returns_updated_batch_stats():
 # --------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs,what", [
-    (dict(name="vgg11"), "model"),
+    (dict(name="vgg16"), "model"),
     (dict(norm="batchnorm"), "norm"),
     (dict(pooling="avgpooling"), "pooling"),
     (dict(activation="gelu"), "activation"),

@@ -1,4 +1,4 @@
-"""Networks: the reference ConvNet family and ResNet-18, with pure init/apply helpers.
+"""Networks: the reference ConvNet family, AlexNet, VGG-11, ResNet-18/50, with pure init/apply helpers.
 
 ``build_model`` validates names and returns a flax module; ``init_model``/``apply_model`` are pure functions of
 explicit keys and variables (``{"params"}`` plus ``{"batch_stats"}`` for batch norm), safe under ``jit``, ``vmap``
@@ -10,6 +10,7 @@ import functools
 from collections.abc import Mapping
 import math
 import operator
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -19,13 +20,14 @@ import jax.numpy as jnp
 from ddjax.errors import ConfigError, check_choice
 from ddjax.models.convnet import (ACTIVATION_NAMES, NORM_NAMES, OUTPUT_NAMES, POOLING_NAMES, ConvNet,
                                   check_output)
+from ddjax.models.classic import VGG11, AlexNet
 from ddjax.models.resnet import ResNet18, ResNet50
 from ddjax.models.style_transfer import ConditionalInstanceNorm, StyleTransfer, bn_inputs, domain_weights
 
-MODEL_NAMES = ("convnet", "resnet18", "resnet50")
+MODEL_NAMES = ("convnet", "resnet18", "resnet50", "alexnet", "vgg11")
 
 __all__ = ["build_from_config", "ACTIVATION_NAMES", "MODEL_NAMES", "NORM_NAMES", "OUTPUT_NAMES", "POOLING_NAMES",
-           "ConvNet", "ResNet18", "ResNet50", "ConditionalInstanceNorm", "StyleTransfer", "bn_inputs", "domain_weights",
+           "ConvNet", "ResNet18", "ResNet50", "AlexNet", "VGG11", "ARCHITECTURE_EXAMPLES", "build_architecture", "ConditionalInstanceNorm", "StyleTransfer", "bn_inputs", "domain_weights",
            "apply_model", "build_model", "count_params", "init_model"]
 
 
@@ -34,8 +36,9 @@ def build_model(name: str, num_classes: int, *, width: int | None = None, depth:
     """Build a model by name (one of :data:`MODEL_NAMES`); all names are validated for every model.
 
     ``width``/``norm`` default to the model's own defaults when ``None``: ConvNet width 128, norm ``"instance"``;
-    ResNet-18/50 width 64 (the first stage; stages are w, 2w, 4w, 8w), norm ``"batch"``. The ResNets ignore
-    ``depth`` and ``pooling`` (their depth and pooling are fixed), so one config can drive any model.
+    ResNet-18/50 width 64 (the first stage; stages are w, 2w, 4w, 8w), norm ``"batch"``; AlexNet width 128, norm
+    ``"none"``; VGG-11 width 64, norm ``"instance"``. Models other than ConvNet ignore ``depth`` and ``pooling``
+    (theirs are fixed), so one config can drive any model.
     """
     check_choice("model", name, MODEL_NAMES)
     if norm is not None:
@@ -45,9 +48,42 @@ def build_model(name: str, num_classes: int, *, width: int | None = None, depth:
     if name == "convnet":
         return ConvNet(num_classes, width=128 if width is None else width, depth=depth,
                        norm="instance" if norm is None else norm, pooling=pooling, activation=activation)
-    resnet = ResNet18 if name == "resnet18" else ResNet50
-    return resnet(num_classes, width=64 if width is None else width, norm="batch" if norm is None else norm,
-                  activation=activation)
+    cls = {"resnet18": ResNet18, "resnet50": ResNet50, "alexnet": AlexNet, "vgg11": VGG11}[name]
+    kwargs = {"activation": activation}
+    if width is not None:
+        kwargs["width"] = width
+    if norm is not None:
+        kwargs["norm"] = norm
+    return cls(num_classes, **kwargs)
+
+
+#: The cross-architecture names of the DD literature (DC's ``get_network``), case-insensitive in
+#: :func:`build_architecture`: ConvNet variants take one suffix each (width ``W<n>``, depth ``D<n>``, norm
+#: ``NN/BN/LN/IN/GN``, pooling ``AP/MP/NP``) from the reference ConvNet-3, width 128, instance norm, avg pooling.
+ARCHITECTURE_EXAMPLES = ("ConvNet", "ConvNetW64", "ConvNetD4", "ConvNetBN", "ConvNetNN", "ConvNetMP", "AlexNet",
+                         "AlexNetBN", "VGG11", "VGG11BN", "ResNet18", "ResNet18BN", "ResNet50")
+_CONVNET_NORMS = {"nn": "none", "bn": "batch", "ln": "layer", "in": "instance", "gn": "group"}
+_CONVNET_POOLS = {"ap": "avg", "mp": "max", "np": "none"}
+
+
+def build_architecture(name: str, num_classes: int) -> nn.Module:
+    """A network by its DD-literature name (:data:`ARCHITECTURE_EXAMPLES`; case-insensitive), as DC's
+    ``get_network`` builds it: ``ResNet18`` is instance norm there and here, ``ResNet18BN`` batch norm,
+    ``ResNet50`` batch norm (ddjax's default), ``VGG11`` instance norm, ``AlexNet`` no norm. Unknown → ConfigError."""
+    key = name.strip().lower()
+    fixed = {"alexnet": ("alexnet", None), "alexnetbn": ("alexnet", "batch"), "vgg11": ("vgg11", "instance"),
+             "vgg11bn": ("vgg11", "batch"), "resnet18": ("resnet18", "instance"), "resnet18bn": ("resnet18", "batch"),
+             "resnet50": ("resnet50", "batch")}
+    if key in fixed:
+        model, norm = fixed[key]
+        return build_model(model, num_classes, norm=norm)
+    match = re.fullmatch(r"convnet(?:w(\d+)|d(\d+)|(nn|bn|ln|in|gn)|(ap|mp|np))?", key)
+    if match is None:
+        raise ConfigError(f"unknown architecture {name!r}; use one of {', '.join(ARCHITECTURE_EXAMPLES)} (ConvNet "
+                          "also as ConvNetW<width>, ConvNetD<depth>, ConvNetNN/BN/LN/IN/GN, ConvNetAP/MP/NP)")
+    width, depth, norm, pool = match.groups()
+    return build_model("convnet", num_classes, width=int(width) if width else 128, depth=int(depth) if depth else 3,
+                       norm=_CONVNET_NORMS[norm] if norm else "instance", pooling=_CONVNET_POOLS[pool] if pool else "avg")
 
 
 def build_from_config(model_config: Any, num_classes: int) -> nn.Module:

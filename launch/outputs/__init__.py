@@ -19,6 +19,11 @@ from launch.outputs.metrics import MetricsWriter, read_metrics
 from launch.outputs.progress import Progress, format_duration
 from launch.outputs.tensorboard import TensorBoardWriter
 
+from ddjax.atomic import atomic_open
+from launch.outputs import curves as _curves
+
+_atomic_open, _figure = atomic_open, _curves._figure   # the one-file module's private names (launch.compare uses them)
+
 __all__ = [
     "save_image_grid",
     "grid_layout",
