@@ -85,6 +85,30 @@ def test_resumed_run_ends_with_the_same_synthetic_set(straight_run, tmp_path):
     np.testing.assert_array_equal(a, b)
     steps = [r["step"] for r in map(json.loads, open(os.path.join(resumed, "metrics.jsonl"))) if "loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6]  # no duplicated records after the resume
+    tb = _tensorboard_steps(resumed)
+    assert tb["train/loss"] == [1, 2, 3, 4, 5, 6] and tb["images/synthetic"] == [3, 6]   # TensorBoard: no duplicates
+
+
+def _tensorboard_steps(workdir):
+    """{tag: [steps]} of the run's TensorBoard event files (issue 16)."""
+    from launch.outputs.tensorboard import read_events
+    found = {}
+    for event in read_events(os.path.join(workdir, "tensorboard")):
+        for value in event.summary.value:
+            found.setdefault(value.tag, []).append(event.step)
+    return found
+
+
+def test_run_writes_a_self_describing_set_and_tensorboard_files(finished_run):
+    from ddjax import load_synthetic
+    workdir, _ = finished_run
+    syn = load_synthetic(workdir)                    # no dataset needed: the normalisation is in the file
+    assert syn.class_names == tuple("0123456789") and syn.dataset == "digits" and syn.image_shape == (8, 8, 1)
+    assert syn.config["ipc"] == 2 and syn.config["algorithm"] == "dm" and syn.zca is None
+    np.testing.assert_allclose(syn.to_pixels(syn.images), syn.pixels, atol=1e-6)
+    tb = _tensorboard_steps(workdir)
+    assert tb["train/loss"] == [1, 2, 3, 4] and tb["time/seconds"] == [1, 2, 3, 4]
+    assert tb["eval/synthetic_acc"] == [4] and tb["images/synthetic"] == [4]
 
 
 def test_launch_evaluate_gives_the_runs_own_cross_architecture_accuracies(finished_run, tmp_path):

@@ -30,7 +30,8 @@ from ddjax.data.tfds_sources import (
 )
 
 __all__ = [
-    "DATASET_NAMES", "DIGITS_CLASS_NAMES", "DOMAIN_SOURCES", "Dataset", "DomainCollection", "STYLE_NAMES", "SyntheticSet", "ZCAWhitening", "channel_stats", "default_data_dir",
-    "denormalize", "fit_zca", "load_dataset", "load_digits_arrays", "load_domains", "load_fashion_mnist_arrays",
-    "load_synthetic", "load_tfds_arrays", "normalize", "prepare_fashion_mnist", "prepared_datasets", "read_idx", "synthetic_arrays",
+    "DATASET_NAMES", "DIGITS_CLASS_NAMES", "DOMAIN_SOURCES", "Dataset", "DomainCollection", "STYLE_NAMES",
+    "SyntheticSet", "ZCAWhitening", "channel_stats", "default_data_dir", "denormalize", "fit_zca", "load_dataset",
+    "load_digits_arrays", "load_domains", "load_fashion_mnist_arrays", "load_synthetic", "load_tfds_arrays",
+    "normalize", "prepare_fashion_mnist", "prepared_datasets", "read_idx", "synthetic_arrays",
 ]

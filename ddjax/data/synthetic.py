@@ -99,7 +99,8 @@ class SyntheticSet:
                               "(mean/std); use its `pixels`, or write it again with this version of ddjax")
 
     def to_pixels(self, images: Any = None) -> np.ndarray:
-        r"""Model-space images (default: :attr:`images`) to pixels, :math:`\mathrm{clip}(\mathrm{zca}^{-1}(z)\sigma+\mu,0,1)`."""
+        r"""Model-space images (default: :attr:`images`) to pixels,
+        :math:`\mathrm{clip}(\mathrm{zca}^{-1}(z)\,\sigma + \mu,\ 0,\ 1)`."""
         if images is None:
             return self.pixels
         self._need_normalisation("to_pixels")
