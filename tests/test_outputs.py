@@ -337,3 +337,24 @@ def test_save_npz_atomic(tmp_path):
         np.testing.assert_array_equal(data["images"], images)
         assert data["labels"].dtype == np.int32
     assert sorted(os.listdir(tmp_path)) == ["synthetic.npz"]
+
+
+def test_atomic_directory_appears_complete_or_not_at_all(tmp_path):
+    from ddjax.atomic import atomic_directory
+    target = tmp_path / "set"
+    with atomic_directory(target, replace=False) as tmp:
+        assert not target.exists()                     # filled under a temporary name
+        (tmp_path / tmp / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(FileExistsError):               # replace=False never removes a non-empty folder
+        with atomic_directory(target, replace=False) as tmp:
+            (tmp_path / tmp / "b.txt").write_text("two")
+    with pytest.raises(RuntimeError):                  # a failure while filling leaves the old folder
+        with atomic_directory(target) as tmp:
+            (tmp_path / tmp / "c.txt").write_text("three")
+            raise RuntimeError("boom")
+    assert sorted(os.listdir(target)) == ["a.txt"]
+    with atomic_directory(target) as tmp:              # replace=True: the new folder replaces the old one
+        (tmp_path / tmp / "d.txt").write_text("four")
+    assert sorted(os.listdir(target)) == ["d.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["set"]     # no temporary folder left behind
