@@ -17,6 +17,8 @@ from ddjax.errors import ConfigError
 pytestmark = pytest.mark.usefixtures("fast_compile")
 from fast_compile import fast_compile  # noqa: E402,F401  (the fixture)
 
+sample_flat = jax.jit(idm.sample_flat, static_argnums=2)
+
 K, SHAPE = 3, (8, 8, 1)
 
 
@@ -28,7 +30,7 @@ def _pool(seed=0, per_class=(10, 12, 9)):
 
 
 def _model():
-    return models.build_model("convnet", K, width=8, depth=2)
+    return models.build_model("convnet", K, width=4, depth=1)
 
 
 def _config(name="idm", ipc=1, **q):
@@ -53,7 +55,7 @@ def test_class_aware_term_equals_numpy_formula():
     logits = np.random.default_rng(1).normal(size=(K, 4, K)).astype(np.float32)
     feats = Features(jnp.zeros((K, 4, 2)), (), jnp.asarray(logits))
     x = TermInputs(feats, feats, None, None, None, {"acc": jnp.float32(62.5)})
-    value, extra = idm.class_aware_term(0.5).fn(x)
+    value, extra = jax.jit(idm.class_aware_term(0.5).fn)(x)
     expected = 62.5 * sum(np.mean(_ce(logits[c], c)) for c in range(K))
     np.testing.assert_allclose(value, expected, rtol=1e-5)
     np.testing.assert_allclose(extra["syn_ce"], expected / 62.5 / K, rtol=1e-5)
@@ -83,7 +85,7 @@ def test_queue_update_equals_hand_written_sgd():
         correct = 0
         k_net = jax.random.split(k_train, 2)[j]
         for t in range(steps):
-            x, y, _ = idm.sample_flat(jax.random.fold_in(k_net, t), pool, batch)
+            x, y, _ = sample_flat(jax.random.fold_in(k_net, t), pool, batch)
             logits = models.apply_model(model, {"params": params}, x, train=True)[0]
             correct += int(np.sum(np.argmax(np.asarray(logits), -1) == np.asarray(y)))
             g = jax.tree.map(lambda gi, p: np.asarray(gi) + wd * p, grad_fn(params, x, y), params)
@@ -102,7 +104,7 @@ def test_queue_update_equals_hand_written_sgd():
 
 def test_sample_flat_draws_distinct_images_with_their_labels():
     images, labels, pool = _pool()
-    x, y, w = idm.sample_flat(jax.random.PRNGKey(0), pool, 20)
+    x, y, w = sample_flat(jax.random.PRNGKey(0), pool, 20)
     flat = images.reshape(len(images), -1)
     rows = [int(np.flatnonzero((flat == np.asarray(xi).reshape(-1)).all(1))[0]) for xi in x]
     assert len(set(rows)) == 20 and np.array_equal(labels[rows], np.asarray(y)) and np.all(np.asarray(w) == 1)
@@ -125,17 +127,27 @@ def _reference_step_loss(config, model, variables, stored, pool, rng, acc):
             total += hp.ce_weight * acc * jnp.mean(ce)
         return total
 
-    return jax.value_and_grad(loss)(stored)
+    return jax.jit(jax.value_and_grad(loss))(stored)
 
 
-def test_step_equals_independent_computation_and_init_is_partitioned_real():
-    images, labels, pool = _pool()
+@pytest.fixture(scope="module")
+def idm_run():
+    """IDM at IPC 1 with a queue of one network, no training: the jitted step (compiled once for the module), the
+    initial state and the first step's result."""
     model = _model()
     config = _config(ipc=1)
+    _, _, pool = _pool()
     algo = algorithms.get_algorithm(config, model, K, SHAPE)
-    state = algo.init(jax.random.PRNGKey(2), algorithms.init_synthetic(jax.random.PRNGKey(1), pool, 1))
+    syn = algorithms.init_synthetic(jax.random.PRNGKey(1), pool, 1)
+    state = algo.init(jax.random.PRNGKey(2), syn)
     step = jax.jit(algo.step)
-    state1, m0 = step(state, pool)
+    return dict(model=model, config=config, syn=syn, state=state, step=step, first=step(state, pool))
+
+
+def test_step_equals_independent_computation_and_init_is_partitioned_real(idm_run):
+    images, labels, pool = _pool()
+    model, config, state, step = idm_run["model"], idm_run["config"], idm_run["state"], idm_run["step"]
+    state1, m0 = idm_run["first"]
     assert float(m0["net_acc"]) == 0.0  # the network pushed at step 0 has not trained: no CE weight
 
     # the step-0 init: per class, mosaics of the 2x2 block means of 4 distinct real images of that class
@@ -162,22 +174,15 @@ def test_step_equals_independent_computation_and_init_is_partitioned_real():
     np.testing.assert_array_equal(state2.synthetic.labels, np.repeat(np.arange(K), 4))
 
 
-def test_iid_on_idm_adds_exactly_iids_terms():
+def test_iid_on_idm_adds_exactly_iids_terms(idm_run):
     """iid.base=idm at IPC 1 (4 decoded images per class, so IID's terms are not zero): the same base terms as IDM,
     the loss is IDM's plus lambda_cm * L_CM (checked against the drawn network's maps), and L_CM > 0."""
     _, _, pool = _pool()
-    model = _model()
-    a = _config("idm")
+    model, syn, (_, ma) = idm_run["model"], idm_run["syn"], idm_run["first"]
     b = _config("iid")
     b.iid.base, b.iid.lambda_cc, b.iid.lambda_cm = "idm", 0.0, 0.3
-    syn = algorithms.init_synthetic(jax.random.PRNGKey(1), pool, 1)
-    outs = []
-    for config in (a, b):
-        algo = algorithms.get_algorithm(config, model, K, SHAPE)
-        data = pool if config.algorithm == "idm" else iid.prepare(config, None, pool)
-        state = algo.init(jax.random.PRNGKey(2), syn)
-        outs.append(jax.jit(algo.step)(state, data))
-    (sa, ma), (sb, mb) = outs
+    algo = algorithms.get_algorithm(b, model, K, SHAPE)
+    _, mb = jax.jit(algo.step)(algo.init(jax.random.PRNGKey(2), syn), iid.prepare(b, None, pool))
     for name in ("loss_base", "loss_ce", "net_acc"):
         np.testing.assert_allclose(mb[name], ma[name], rtol=1e-5)
     np.testing.assert_allclose(mb["loss"], ma["loss"] + 0.3 * mb["loss_cm"], rtol=1e-5)
