@@ -130,3 +130,84 @@ def test_distribution_matching_takes_dreams_representatives_as_its_real_batch():
         config[name].real_batch.kind = "herding"
         with pytest.raises(ConfigError, match="real_batch.kind"):
             algorithms.get_algorithm(config, model, 2, SHAPE)
+
+
+def test_idc_network_update_is_one_hand_sgd_step_on_the_same_cutmix_batch():
+    """IDC's network update between rounds (condense.py: train_epoch(loader_real, n_data, mixup='cut')): one step
+    = the drawn real batch (each image of its class), CutMix, r·CE(y) + (1−r)·CE(y_π) averaged over the batch,
+    weight decay 5e-4 added to the gradient, SGD momentum 0.9 (first step: v = g), written by hand in numpy."""
+    from ddjax import augment, models
+    from ddjax.algorithms import gradient_matching as gm
+    images, labels, real = _pool(per_class=(12, 12))
+    model = models.build_model("convnet", 2, width=4, depth=1)
+    params = models.init_model(model, jax.random.PRNGKey(0), SHAPE)["params"]
+    logits_fn = lambda p, x: models.apply_model(model, {"params": p}, x, train=True)[0]  # noqa: E731
+    lr, wd, batch = 0.1, 5e-4, 6
+    update = gm.real_data_sgd(batch, batch, gm.network_sgd(lr, 0.9, wd), cutmix=1.0)   # one step, CutMix always
+    key = jax.random.PRNGKey(4)
+    new, _ = jax.jit(lambda p: update.update(key, logits_fn, p, update.init(p), None, real, gm.loops("map")))(params)
+    # the same draws as the step (its documented key order), then everything by hand
+    k_data, _, k_mix = jax.random.split(jax.random.fold_in(key, 10_000), 3)
+    x, y = gm._sample_real_flat(k_data, real, batch)
+    for xi, yi in zip(np.asarray(x), np.asarray(y)):   # every drawn image is a real image of its label
+        assert np.any(np.all(np.isclose(images[labels == yi], xi), axis=(1, 2, 3)))
+    mixed, perm, kept = augment.cutmix(k_mix, x, 1.0)
+    assert float(kept) < 1.0   # CutMix did paste a box
+
+    def loss(p):
+        logp = jax.nn.log_softmax(logits_fn(p, mixed))
+        rows = jnp.arange(batch)
+        return jnp.mean(-kept * logp[rows, y] - (1.0 - kept) * logp[rows, y[perm]])
+
+    g = jax.grad(loss)(params)
+    expected = jax.tree.map(lambda p, gp: np.asarray(p) - lr * (np.asarray(gp) + wd * np.asarray(p)), params, g)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
+               zip(jax.tree.leaves(new), jax.tree.leaves(params))) > 1e-3
+
+
+def test_dream_idc_base_matches_the_representatives_and_its_feature_term_is_the_mean_embedding_distance():
+    """DREAM+ on the IDC base, one round: the real batch is the representatives of the step's network's features
+    (select_representatives with the round's sampling key) and the logged terms equal numpy's
+    Σ_c ||ē(R_c) − ē(S_c)||² / K (feature term, metric mse) and Σ_c Σ_layers ||∇ℓ(R_c) − ∇ℓ(S_c)||² / K."""
+    import ml_collections
+    import optax
+    from ddjax import algorithms, models
+    from ddjax.algorithms import dream
+    _, _, real = _pool(per_class=(12, 12))
+    model = models.build_model("convnet", 2, width=4, depth=1)
+    config = ml_collections.ConfigDict(dict(algorithm="dream", ipc=1, dsa_strategy="none"))
+    config.dream = dream.default_config()
+    config.dream.update(dict(init="given", interval=1, kmeans_iters=20))
+    config.dream.idc.update(dict(factor=1, batch_real=4, inner_loop=1, n_data=0, warmup_epochs=0, metric="mse",
+                                 layers="all", aug_type="", mix_p=0.0, lr_img=1e-9))
+    algo = dream.make(config, model, 2, SHAPE)
+    state = algo.init(jax.random.PRNGKey(2), algorithms.init_synthetic(jax.random.PRNGKey(1), real, 1))
+    _, metrics = jax.jit(algo.step)(state, real)
+    _, k_net, _, k_rounds = jax.random.split(state.rng, 4)
+    variables = models.init_model(model, k_net, SHAPE)
+    embed_flat = lambda x: models.apply_model(model, variables, x, train=True, output="embed")[0]  # noqa: E731
+    embed = lambda x: embed_flat(x.reshape((-1,) + x.shape[2:])).reshape(x.shape[:2] + (-1,))  # noqa: E731
+    k_sample = jax.random.split(jax.random.fold_in(k_rounds, 0), 5)[0]
+    reps = np.asarray(jax.jit(lambda k: samplers.select_representatives(k, embed, real, 4, 1, kmeans_iters=20))(
+        k_sample))
+    syn = np.asarray(state.synthetic.images).reshape((2, 1) + SHAPE)
+
+    def ce(p, x, c):
+        logits = models.apply_model(model, {**variables, "params": p}, x, train=True)[0]
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.full(x.shape[0], c)))
+
+    grad_ce = jax.jit(jax.grad(ce))
+    feature = grad = 0.0
+    for c in range(2):
+        r_mean = np.asarray(embed_flat(jnp.asarray(reps[c])), np.float64).mean(0)
+        s_mean = np.asarray(embed_flat(jnp.asarray(syn[c])), np.float64).mean(0)
+        feature += np.sum((r_mean - s_mean) ** 2)
+        gr = grad_ce(variables["params"], jnp.asarray(reps[c]), c)
+        gs = grad_ce(variables["params"], jnp.asarray(syn[c]), c)
+        grad += sum(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+                    for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(gs)))
+    np.testing.assert_allclose(metrics["feature_match"], feature / 2, rtol=1e-4)
+    np.testing.assert_allclose(metrics["grad_match"], grad / 2, rtol=1e-4)
+    assert float(metrics["feature_match"]) > 1e-3
