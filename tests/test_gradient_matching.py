@@ -1,8 +1,6 @@
 """Gradient matching: distances against numpy, DC's loop schedule, the DC/DSA step against an independent per-class
 computation and finite differences, the network update between rounds, IDC's multi-formation against numpy, and
 one-line errors for bad input. Few distinct compiled steps (compiling dominates): each test compiles at most two."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -282,81 +280,3 @@ def test_bad_spec_values_are_one_line():
     with pytest.raises(ConfigError, match="expected"):
         algo.init(jax.random.PRNGKey(0), algorithms.SyntheticSet(jnp.zeros((5,) + SHAPE), jnp.zeros(5, jnp.int32)))
 
-
-# --- the authors' image step per class and [0, 1] clamp (IDC condense.py, DREAM condense_improve.py) -------------
-
-_PER_CLASS = dict(ipc=2, factor=1, inner_loop=2, n_data=0, batch_real=6, metric="mse", layers="all", aug_type="",
-                  mix_p=0.0, lr_img=0.05, momentum=0.5, image_step="per_class", clamp_images=True)
-
-
-@functools.lru_cache(maxsize=1)
-def _per_class_step():
-    """IDC with the authors' per-class image step and clamp (one compile shared by the two tests below)."""
-    algo = idc.make(_config("idc", **_PER_CLASS), _model(), K, SHAPE)
-    return algo, jax.jit(algo.step)
-
-
-def test_per_class_image_step_equals_k_separate_optimiser_steps():
-    """``image_step="per_class"``: every round takes K SGD-momentum steps, class c's on the gradient of its own
-    loss L_c (zero on the other rows) at the images left by classes 0..c-1 (condense.py's loop), one momentum
-    buffer for the whole tensor. Oracle: those K steps written out with optax.sgd's trace v = g + 0.5 v. The
-    images start as real images, inside the clamp's range, so the clamp leaves them as they are."""
-    import optax
-    pool, model = _pool(), _model()
-    algo, step = _per_class_step()
-    state = _state(algo, pool)
-    new, metrics = step(state, pool)
-    _, k_net, _, k_rounds = jax.random.split(state.rng, 4)
-    params = models.init_model(model, k_net, SHAPE)["params"]
-
-    def ce(p, x, c):
-        logits = model.apply({"params": p}, x)
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.full(x.shape[0], c)))
-
-    def class_loss(x_c, real_c, c):  # L_c = Σ_layers ||∇ℓ(real_c) − ∇ℓ(x_c)||², the mse metric on every leaf
-        gr, gs = jax.grad(ce)(params, real_c, c), jax.grad(ce)(params, x_c, c)
-        return sum(jnp.sum((r - s) ** 2) for r, s in zip(jax.tree.leaves(gr), jax.tree.leaves(gs)))
-
-    grad_c = jax.jit(jax.value_and_grad(class_loss))
-    x = np.asarray(state.synthetic.images, np.float64)
-    v, total, x_summed = np.zeros_like(x), 0.0, None
-    for r in range(2):
-        real = algorithms.sample_per_class(jax.random.split(jax.random.fold_in(k_rounds, r), 5)[0], pool, 6)
-        if r == 0:  # what one step on the summed loss (image_step="summed") would give
-            g_sum = np.concatenate([np.asarray(grad_c(jnp.asarray(x[2 * c:2 * c + 2], jnp.float32), real[c], c)[1])
-                                    for c in range(K)])
-            x_summed = x - 0.05 * g_sum
-        for c in range(K):
-            loss, g_c = grad_c(jnp.asarray(x[2 * c:2 * c + 2], jnp.float32), real[c], c)
-            g = np.zeros_like(x)
-            g[2 * c:2 * c + 2] = g_c
-            v = g + 0.5 * v
-            x = x - 0.05 * v
-            total += float(loss)
-        if r == 0:
-            x_round0 = x.copy()
-    np.testing.assert_allclose(new.synthetic.images, x, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(metrics["loss"], total / 2 / K, rtol=1e-4)
-    # the step differs measurably from one summed step: momentum carries classes 0..K-2 along in round 0
-    assert np.max(np.abs(x_round0 - x_summed)) > 1e-3 * np.max(np.abs(x_summed - np.asarray(state.synthetic.images)))
-
-
-def test_clamp_keeps_pixels_in_unit_range_before_every_outer_iteration():
-    """``clamp_images``: the bounds are the real data's per-channel range, i.e. pixels 0 and 1 through the data
-    set's normalisation (checked on the digits); images beyond them are clipped before the rounds, so the step
-    from a wild set equals the step from that set clipped (the previous test: in-range images are not moved)."""
-    from ddjax import data
-    digits = data.load_dataset("digits")
-    low, high = gm.pixel_bounds(algorithms.make_real_pool(digits.train_images, digits.train_labels, 10))
-    np.testing.assert_allclose(low, (0.0 - digits.mean) / digits.std, rtol=1e-6)
-    np.testing.assert_allclose(high, (1.0 - digits.mean) / digits.std, rtol=1e-6)
-    pool = _pool()
-    low, high = (np.asarray(b) for b in gm.pixel_bounds(pool))
-    algo, step = _per_class_step()
-    state = _state(algo, pool)
-    wild = state.synthetic.images * 3.0 + 2.0   # beyond the real range on both sides
-    assert wild.min() < low.min() and wild.max() > high.max()
-    new, _ = step(state.replace(synthetic=state.synthetic.replace(images=wild)), pool)
-    ref, _ = step(state.replace(synthetic=state.synthetic.replace(images=jnp.clip(wild, low, high))), pool)
-    np.testing.assert_allclose(new.synthetic.images, ref.synthetic.images, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(new.synthetic.images, wild, atol=0.5)
