@@ -114,7 +114,7 @@ def main() -> None:
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "table.json"), "w", encoding="utf-8") as f:
         json.dump({"config": args.config, "arg": args.arg, "set": args.set, "runs": rows}, f, indent=1)
-    print(f"\n| method | seeds | A^T | F^T | a_t^T (seed mean) | ᾱ−β̄ std | s/run |\n|---|---|---|---|---|---|---|")
+    print("\n| method | seeds | A^T | F^T | a_t^T (seed mean) | ᾱ−β̄ std | s/run |\n|---|---|---|---|---|---|---|")
     for method in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == method]
         a, f_ = np.array([r["A_T"] for r in group]), np.array([r["F_T"] for r in group])
