@@ -71,8 +71,10 @@ def distil(config, dataset):
     return np.asarray(view["images"]), np.asarray(view["labels"]), loss, state
 
 
-def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_dir: str) -> dict:
-    """Every leave-one-out phase of one method; writes ``<out_dir>/<name>.json``."""
+def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_dir: str, held_only: str = "",
+            dump: bool = False) -> dict:
+    """Every leave-one-out phase of one method (or only the held-out domains named in ``held_only``, comma
+    list); writes ``<out_dir>/<name>.json`` (and ``<name>_<domain>.npz`` with the views if ``dump``)."""
     config = load_config(config_path, sets)
     collection = collection_from_config(config)
     e = config.eval
@@ -80,7 +82,10 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
     started = time.perf_counter()
     out: dict = {"name": name, "config": config_path, "set": sets, "ipc": config.ipc,
                  "domains": list(collection.domains), "leave_one_out": {s: {} for s in specs}}
+    wanted = [d for d in held_only.split(",") if d]
     for held in range(collection.num_domains):
+        if wanted and collection.domains[held] not in wanted:
+            continue
         seen = [i for i in range(collection.num_domains) if i != held]
         dataset = collection.load_many(seen)
         held_out = collection.load(held)  # only its test split is used
@@ -94,6 +99,10 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
             images, labels, loss, _ = distil(config, dataset)
             print(f"{name} held-out {collection.domains[held]}: final loss {loss:.4f}, {len(images)} views",
                   file=sys.stderr, flush=True)
+        if dump:
+            os.makedirs(out_dir, exist_ok=True)
+            np.savez(os.path.join(out_dir, f"{name}_{collection.domains[held]}.npz"), images=np.asarray(images),
+                     labels=np.asarray(labels))
         for spec in specs:
             model = eval_model(spec, config, collection.num_classes)
             result = evaluate.evaluate_synthetic(
@@ -119,13 +128,15 @@ def main() -> None:
     parser.add_argument("--run", action="append", required=True,
                         help="NAME@CONFIG[@key=value,key=value][@EVAL_MODELS]; several --run share compilations")
     parser.add_argument("--out", default="/tmp/dg/results")
+    parser.add_argument("--held", default="", help="comma list: only these held-out domains (default: all)")
+    parser.add_argument("--dump", action="store_true", help="save each phase's views and labels (.npz)")
     args = parser.parse_args()
     jax.config.update("jax_compilation_cache_dir", "/tmp/dg/jaxcache")
     for item in args.run:
         parts = item.split("@")
         name, config_path = parts[0], parts[1]
         sets = [s for s in (parts[2].split(",") if len(parts) > 2 else []) if s]
-        run_one(name, config_path, sets, parts[3] if len(parts) > 3 else "", args.out)
+        run_one(name, config_path, sets, parts[3] if len(parts) > 3 else "", args.out, args.held, args.dump)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 python -m launch.main --config=configs/iid_fmnist.py:10        # DM + IID at IPC 10 (argument: IPC 1, 10 or 50)
 python -m launch.main --config=configs/iid_fmnist.py:10,m3d    # M3D + IID
+python -m launch.main --config=configs/iid_fmnist.py:1,idm     # IDM + IID (eq. 9; IDM as configs/idm_fmnist.py)
 Paper: DM's settings (lr_img 1, 256 real per class, SGD momentum 0.5; the authors' code runs 20,000 steps),
 lambda_cc 0.05 and lambda_cm 0.01 at IPC 1 and 10, lambda_cc 0.003 at IPC 50; the teacher is a ResNet-18 (instance
 norm) trained 30 epochs on the same data (SGD 0.01, momentum 0.9, wd 5e-4, no augmentation). ddjax keeps a pool of
@@ -27,6 +28,10 @@ def get_config(arg: str = "10"):
     config.iid.base = base or "dm"
     if config.iid.base == "m3d":  # M3D's settings for the base (configs/m3d_fmnist.py)
         config.iid.lr_img, config.iid.batch_real = float(config.ipc), 128
+    elif config.iid.base == "idm":  # IDM's settings for the base (configs/idm_fmnist.py)
+        config.iid.lr_img, config.iid.batch_real = 0.2, 256
+        config.iid.idm.ce_weight = 0.1 if config.ipc >= 50 else 0.5
+        config.iid.idm.new_every = 5 if config.ipc == 1 else 30
     else:
         config.iid.lr_img, config.iid.batch_real = 1.0, 256
     config.iid.lambda_cc = 0.003 if config.ipc >= 50 else 0.05

@@ -2,12 +2,14 @@
 
 python -m launch.main --config=configs/iid_tiny.py          # DM + IID
 python -m launch.main --config=configs/iid_tiny.py:m3d      # M3D + IID
+python -m launch.main --config=configs/iid_tiny.py:idm      # IDM + IID (the paper's eq. 9; IDM as configs/idm_tiny.py)
 The first run trains the teacher pool (4 ConvNets, about a minute) and stores it in the pretrained store
 (~/.cache/ddjax/pretrained, or --config.pretrained_dir); later runs reuse it. To make it separately:
 python -m launch.teachers --config=configs/iid_tiny.py
 Ablations: --config.iid.lambda_cc=0 (covariance matching only; no teacher needed), --config.iid.lambda_cm=0
 (centralization only).
-Scale as configs/dm_tiny.py / configs/m3d_tiny.py (the base's learning rate and real batch come from there).
+Scale as configs/dm_tiny.py / configs/m3d_tiny.py / configs/idm_tiny.py (the base's learning rate and real batch come
+from there).
 """
 from launch.config import base_config
 
@@ -23,7 +25,8 @@ def get_config(base: str = "dm"):
     config.model.depth = 3
     config.iid.base = base
     config.iid.batch_real = 128
-    config.iid.lr_img = {"dm": 10.0, "m3d": 1.0}.get(base, 10.0)  # as dm_tiny / m3d_tiny; unknown base: validated later
+    # as dm_tiny / m3d_tiny / idm_tiny; unknown base: validated later
+    config.iid.lr_img = {"dm": 10.0, "m3d": 1.0, "idm": 2.0}.get(base, 10.0)
     # Paper weights for IPC 1/10 (lambda_cc 0.05, lambda_cm 0.01) and the authors' squared centralization.
     config.iid.lambda_cc = 0.05
     config.iid.lambda_cm = 0.01

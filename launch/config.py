@@ -154,14 +154,24 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
     return config.to_dict()
 
 
+def _as_json(value):
+    """``value`` as ``config.json`` stores it: tuples become lists (recursively), so ``(0, 2)`` equals ``[0, 2]``."""
+    if isinstance(value, (tuple, list)):
+        return [_as_json(v) for v in value]
+    return value
+
+
 def differing_fields(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted names of fields that differ between two config dicts, ignoring :data:`RESUMABLE_FIELDS`."""
+    """Dotted names of fields that differ between two config dicts, ignoring :data:`RESUMABLE_FIELDS`.
+
+    Values compare as JSON stores them: ``config.json`` has lists where the live config has tuples
+    (e.g. ``didd.alpha_range``), and a resume must not read that as a change."""
     out = []
     for key in sorted(set(saved) | set(current)):
         name = f"{prefix}{key}"
         a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict):
             out += differing_fields(a, b, name + ".")
-        elif a != b and name not in RESUMABLE_FIELDS:
+        elif _as_json(a) != _as_json(b) and name not in RESUMABLE_FIELDS:
             out.append(name)
     return out

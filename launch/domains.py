@@ -9,23 +9,13 @@ from __future__ import annotations
 
 import os
 
-import ml_collections
 import numpy as np
 
 from ddjax import data
+from ddjax.data.domains import collection_from_config  # re-exported: the launcher's name for it
 from launch import outputs
 
 __all__ = ["collection_from_config", "save_domain_samples"]
-
-
-def collection_from_config(config: ml_collections.ConfigDict) -> data.DomainCollection:
-    """:func:`ddjax.data.load_domains` with ``config.domains`` (``fashion_mnist`` read through ``config.data``'s
-    ``data_dir``/``source_dir``); 0 means "the source's default" for ``num_domains`` and ``image_size``."""
-    d = config.domains
-    return data.load_domains(d.source, base=d.base, num_domains=d.num_domains or None, angle_step=d.angle_step,
-                             root=d.root or None, names=d.names, order=d.order, order_seed=d.order_seed,
-                             image_size=d.image_size or None, split_seed=d.split_seed,
-                             data_dir=config.data.data_dir, source_dir=config.data.source_dir)
 
 
 def save_domain_samples(path: str, collection: data.DomainCollection, per_domain: int = 2) -> None:

@@ -80,6 +80,8 @@ TINY: dict[str, Tiny] = {
     "dream": Tiny({"dream.idc.batch_real": 4, "dream.idc.inner_loop": 2, "dream.idc.n_data": 8,
                    "dream.idc.net_batch": 4, "dream.interval": 1, "dream.kmeans_iters": 3}),
     "m3d": Tiny({"m3d.batch_real": 4}),
+    "idm": Tiny({"idm.batch_real": 4, "idm.queue_size": 3, "idm.train_batch": 4, "idm.train_steps": 1,
+                 "idm.new_every": 1}),
     "iid": Tiny({"iid.batch_real": 4, "iid.teacher.model": "convnet", "iid.teacher.width": 8,
                  "iid.teacher.depth": 1, "iid.teacher.num_teachers": 2}, _teacher_pool),
     "mtt": Tiny({f"mtt.{k}": v for k, v in _TRAJECTORY.items()}, _expert_buffer),

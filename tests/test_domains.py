@@ -217,3 +217,42 @@ def test_average_accuracy_and_forgetting_by_hand():
     assert continual.segment_accuracy(a, 2, 3) == pytest.approx(0.8)
     with pytest.raises(ConfigError, match="phases <= domains"):
         continual.average_accuracy(np.zeros((3, 2)))
+
+
+# ------------------------------------------------------------------------------------------------------ layering
+def _imported_modules(tree) -> set[str]:
+    import ast
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_no_module_under_ddjax_imports_launch():
+    """The library does not depend on the launcher (lazy, function-level imports included)."""
+    import ast
+    import pathlib
+
+    import ddjax
+    root = pathlib.Path(ddjax.__file__).parent
+    files = sorted(root.rglob("*.py"))
+    assert len(files) > 20                                      # the scan really walks the package
+    offenders = [f"{p.relative_to(root.parent)}: {m}" for p in files
+                 for m in _imported_modules(ast.parse(p.read_text(), str(p)))
+                 if m == "launch" or m.startswith("launch.")]
+    assert offenders == []
+    # the scan sees a lazy import inside a function
+    assert "launch.domains" in _imported_modules(ast.parse("def f():\n    from launch.domains import x\n"))
+
+
+def test_collection_from_config_is_one_function_for_library_and_launcher():
+    from ddjax.data import collection_from_config
+    from launch import domains as launch_domains
+    assert launch_domains.collection_from_config is collection_from_config
+    config = base_config("dm")
+    config.domains.source, config.domains.base, config.domains.names = "styled", "digits", "sketch,photo"
+    collection = collection_from_config(config)
+    assert collection.domains == ("sketch", "photo") and collection.image_shape == (8, 8, 3)

@@ -1,7 +1,6 @@
 """DREAM+: cluster initialisation against an independent k-means selection, representative matching batches,
 the bidirectional loss, the IDC base, and one-line errors (too few images per class, unknown base)."""
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest

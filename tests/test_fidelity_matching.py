@@ -130,3 +130,118 @@ def test_distribution_matching_takes_dreams_representatives_as_its_real_batch():
         config[name].real_batch.kind = "herding"
         with pytest.raises(ConfigError, match="real_batch.kind"):
             algorithms.get_algorithm(config, model, 2, SHAPE)
+
+
+def test_idc_network_update_is_one_hand_sgd_step_on_the_same_cutmix_batch():
+    """IDC's network update between rounds (condense.py: train_epoch(loader_real, n_data, mixup='cut')): one step
+    = the drawn real batch (each image of its class), CutMix, r·CE(y) + (1−r)·CE(y_π) averaged over the batch,
+    weight decay 5e-4 added to the gradient, SGD momentum 0.9 (first step: v = g), written by hand in numpy."""
+    from ddjax import augment, models
+    from ddjax.algorithms import gradient_matching as gm
+    images, labels, real = _pool(per_class=(12, 12))
+    model = models.build_model("convnet", 2, width=4, depth=1)
+    params = models.init_model(model, jax.random.PRNGKey(0), SHAPE)["params"]
+    logits_fn = lambda p, x: models.apply_model(model, {"params": p}, x, train=True)[0]  # noqa: E731
+    lr, wd, batch = 0.1, 5e-4, 6
+    update = gm.real_data_sgd(batch, batch, gm.network_sgd(lr, 0.9, wd), cutmix=1.0)   # one step, CutMix always
+    key = jax.random.PRNGKey(4)
+    new, _ = jax.jit(lambda p: update.update(key, logits_fn, p, update.init(p), None, real, gm.loops("map")))(params)
+    # the same draws as the step (its documented key order), then everything by hand
+    k_data, _, k_mix = jax.random.split(jax.random.fold_in(key, 10_000), 3)
+    x, y = gm._sample_real_flat(k_data, real, batch)
+    for xi, yi in zip(np.asarray(x), np.asarray(y)):   # every drawn image is a real image of its label
+        assert np.any(np.all(np.isclose(images[labels == yi], xi), axis=(1, 2, 3)))
+    mixed, perm, kept = jax.jit(augment.cutmix, static_argnums=2)(k_mix, x, 1.0)
+    assert float(kept) < 1.0   # CutMix did paste a box
+
+    def loss(p):
+        logp = jax.nn.log_softmax(logits_fn(p, mixed))
+        rows = jnp.arange(batch)
+        return jnp.mean(-kept * logp[rows, y] - (1.0 - kept) * logp[rows, y[perm]])
+
+    g = jax.jit(jax.grad(loss))(params)
+    expected = jax.tree.map(lambda p, gp: np.asarray(p) - lr * (np.asarray(gp) + wd * np.asarray(p)), params, g)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
+               zip(jax.tree.leaves(new), jax.tree.leaves(params))) > 1e-3
+
+
+
+def test_dream_idc_base_per_class_step_representatives_feature_term_and_clamp():
+    """One compiled DREAM+ step on the IDC base with the authors' image update, checked by hand:
+
+    - the real batch is the representatives of the step's network's features (select_representatives with the
+      round's sampling key), and the logged terms are numpy's Σ_c ||ē(R_c) − ē(S_c)||² / K (feature term, mse)
+      and Σ_c Σ_layers ||∇ℓ(R_c) − ∇ℓ(S_c)||² / K;
+    - ``image_step="per_class"`` (condense.py: zero_grad, backward, step for every class) is K SGD-momentum steps,
+      class c's on ∇L_c at the images left by classes 0..c−1, one trace v = g + 0.5 v for the whole tensor
+      (class 0 moves 1.5× its gradient step here, unlike one step on the summed loss);
+    - ``clamp_images`` clips to the real data's per-channel range before the rounds (the bounds are pixels 0 and
+      1 through the data set's normalisation, checked on the digits): a wild set steps as its clipped copy."""
+    import ml_collections
+    import optax
+    from ddjax import algorithms, data, models
+    from ddjax.algorithms import dream
+    from ddjax.algorithms import gradient_matching as gm
+    digits = data.load_dataset("digits")
+    low, high = gm.pixel_bounds(algorithms.make_real_pool(digits.train_images, digits.train_labels, 10))
+    np.testing.assert_allclose(low, (0.0 - digits.mean) / digits.std, rtol=1e-6)
+    np.testing.assert_allclose(high, (1.0 - digits.mean) / digits.std, rtol=1e-6)
+
+    _, _, real = _pool(per_class=(12, 12))
+    model = models.build_model("convnet", 2, width=4, depth=1)
+    config = ml_collections.ConfigDict(dict(algorithm="dream", ipc=1, dsa_strategy="none"))
+    config.dream = dream.default_config()
+    config.dream.update(dict(init="given", interval=1, kmeans_iters=20))
+    lr = 0.05
+    config.dream.idc.update(dict(factor=1, batch_real=4, inner_loop=1, n_data=0, warmup_epochs=0, metric="mse",
+                                 layers="all", aug_type="", mix_p=0.0, lr_img=lr, momentum=0.5,
+                                 image_step="per_class", clamp_images=True))
+    algo = dream.make(config, model, 2, SHAPE)
+    state = algo.init(jax.random.PRNGKey(2), algorithms.init_synthetic(jax.random.PRNGKey(1), real, 1))
+    step = jax.jit(algo.step)
+    new, metrics = step(state, real)
+
+    _, k_net, _, k_rounds = jax.random.split(state.rng, 4)
+    variables = models.init_model(model, k_net, SHAPE)
+    embed_flat = lambda x: models.apply_model(model, variables, x, train=True, output="embed")[0]  # noqa: E731
+    embed = lambda x: embed_flat(x.reshape((-1,) + x.shape[2:])).reshape(x.shape[:2] + (-1,))  # noqa: E731
+    k_sample = jax.random.split(jax.random.fold_in(k_rounds, 0), 5)[0]
+    reps = jax.jit(lambda k: samplers.select_representatives(k, embed, real, 4, 1, kmeans_iters=20))(k_sample)
+
+    def ce(p, x, c):
+        logits = models.apply_model(model, {**variables, "params": p}, x, train=True)[0]
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.full(x.shape[0], c)))
+
+    @jax.jit
+    def terms(x_c, r_c, c):   # class c's (feature, gradient) terms, written out
+        feature = jnp.sum((embed_flat(r_c).mean(0) - embed_flat(x_c).mean(0)) ** 2)
+        gr, gs = jax.grad(ce)(variables["params"], r_c, c), jax.grad(ce)(variables["params"], x_c, c)
+        return feature, sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(gs)))
+
+    grad_c = jax.jit(jax.grad(lambda x_c, r_c, c: sum(terms(x_c, r_c, c))))
+    x0 = np.asarray(state.synthetic.images, np.float64)
+    values = np.array([[float(v) for v in terms(jnp.asarray(x0[c:c + 1], jnp.float32), reps[c], c)]
+                       for c in range(2)])
+    np.testing.assert_allclose(metrics["feature_match"], values[:, 0].sum() / 2, rtol=1e-4)
+    np.testing.assert_allclose(metrics["grad_match"], values[:, 1].sum() / 2, rtol=1e-4)
+    assert values[:, 0].min() > 1e-3
+    x, v, g_first = x0.copy(), np.zeros_like(x0), None
+    for c in range(2):
+        g = np.zeros_like(x)
+        g[c:c + 1] = grad_c(jnp.asarray(x[c:c + 1], jnp.float32), reps[c], c)
+        g_first = g if c == 0 else g_first
+        v = g + 0.5 * v
+        x = x - lr * v
+    np.testing.assert_allclose(new.synthetic.images, x, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(x0[0] - x[0], 1.5 * lr * g_first[0], rtol=1e-4, atol=1e-7)  # not the summed step
+    assert np.max(np.abs(x - x0)) > 1e-3
+
+    low, high = (np.asarray(b) for b in gm.pixel_bounds(real))
+    wild = state.synthetic.images * 3.0 + 2.0    # beyond the real range on both sides
+    assert wild.min() < low.min() and wild.max() > high.max()
+    stepped = [np.asarray(step(state.replace(synthetic=state.synthetic.replace(images=im)), real)[0]
+                          .synthetic.images) for im in (wild, jnp.clip(wild, low, high))]
+    np.testing.assert_allclose(stepped[0], stepped[1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(stepped[0], wild, atol=0.5)

@@ -279,3 +279,4 @@ def test_bad_spec_values_are_one_line():
     algo = gm.make(_config(ipc=1), _model(), K, SHAPE)
     with pytest.raises(ConfigError, match="expected"):
         algo.init(jax.random.PRNGKey(0), algorithms.SyntheticSet(jnp.zeros((5,) + SHAPE), jnp.zeros(5, jnp.int32)))
+

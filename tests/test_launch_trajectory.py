@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from ddjax import pretrained
 from ddjax.errors import DataNotFoundError
 from launch.config import base_config
 from launch.run import run

@@ -184,7 +184,7 @@ def test_m3d_and_iid_same_on_one_and_eight_devices():
     ("m3d", "sigmas", (), "non-empty"),
     ("m3d", "lr_img", 0.0, "lr_img"),
     ("m3d", "momentum", 1.0, "momentum"),
-    ("iid", "base", "idm", "dm, m3d"),
+    ("iid", "base", "idn", "dm, m3d, idm"),
     ("iid", "lambda_cc", -0.1, "lambda_cc"),
     ("iid", "cc_form", "cosine", "exp, squared"),
     ("iid", "cov_blocks", "first", "last, all"),

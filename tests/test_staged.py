@@ -10,6 +10,7 @@ import pytest
 
 from ddjax import algorithms, continual
 from ddjax.errors import CheckpointError
+from fast_compile import fast_compile  # noqa: F401  (fixture)
 from launch.run import run
 from test_launch import tiny_config
 
@@ -168,3 +169,43 @@ def test_one_domain_stream_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="needs at least 2 domains"):
         run(stream_config(**{"domains.num_domains": 1}), str(tmp_path / "w"))
     assert not (tmp_path / "w" / "config.json").exists()
+
+
+def test_config_guard_compares_tuples_with_the_lists_config_json_stores():
+    from launch.config import differing_fields
+    saved = json.loads(json.dumps({"didd": {"alpha_range": (0.0, 2.0), "sigmas": (0.5, 1.0)}, "ipc": 2}))
+    assert differing_fields(saved, {"didd": {"alpha_range": (0.0, 2.0), "sigmas": (0.5, 1.0)}, "ipc": 2}) == []
+    assert differing_fields(saved, {"didd": {"alpha_range": (0.0, 3.0), "sigmas": (0.5, 1.0)}, "ipc": 2}) == [
+        "didd.alpha_range"]   # a real change is still seen
+
+
+def didd_stream_config():
+    """The DIDD bi-level update over 2 domains, 2 steps each: step 3 is inside domain 2, where x̂ᵗ⁻¹ is frozen and
+    α, β move (the state a DIDD resume must restore: previous set, has_previous, rates and their optimiser)."""
+    c = stream_config(**{"domains.num_domains": 2, "eval.num_seeds": 1, "eval.epochs": 1})
+    c.algorithm = "didd"
+    c.didd = algorithms.default_config("didd")
+    c.didd.update(batch_real=8, factor=1, init_mix=False, lr_alpha=1.0, lr_beta=1.0)   # rates visibly move in 1 step
+    return c
+
+
+@pytest.mark.usefixtures("fast_compile")   # both runs compile alike; XLA's optimisations would be most of the time
+def test_resumed_didd_stream_inside_domain_2_ends_bit_identical(tmp_path):
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    results = run(didd_stream_config(), straight)
+    shutil.copytree(straight, resumed)
+    # an interruption after step 3 (domain 2's first step): no step-4 checkpoint, no phase-1 outputs, no results
+    shutil.rmtree(os.path.join(resumed, "checkpoints", "4"))
+    shutil.rmtree(os.path.join(resumed, "phases", "1"))
+    for name in ("results.json", "synthetic.npz", "accuracy_matrix.png"):
+        os.remove(os.path.join(resumed, name))
+    again = run(didd_stream_config(), resumed)   # refused before the config guard compared tuples as lists
+    assert again["accuracy_matrix_per_seed"] == results["accuracy_matrix_per_seed"]
+    for name in ("synthetic.npz", "summary.npz"):
+        a, b = np.load(os.path.join(straight, "phases/1", name)), np.load(os.path.join(resumed, "phases/1", name))
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key}")
+    summary = np.load(os.path.join(straight, "phases/1/summary.npz"))
+    assert np.ptp(summary["alpha_bar"]) > 0 and np.ptp(summary["beta_bar"]) > 0   # the resumed state had moved rates
+    assert [r["step"] for r in _records(resumed) if "loss" in r] == [1, 2, 3, 4]

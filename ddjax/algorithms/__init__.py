@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-from ddjax.algorithms import decoupled, didd, dm, dream, dtl, gradient_matching, idc, iid, m3d, trajectory
+from ddjax.algorithms import decoupled, didd, dm, dream, dtl, gradient_matching, idc, idm, iid, m3d, trajectory
 from ddjax.algorithms.base import (Algorithm, DistillState, INIT_NAMES, RealPool, SyntheticSet, init_synthetic,
                                    make_real_pool, sample_per_class)
 from ddjax.errors import check_choice
@@ -45,6 +45,7 @@ REGISTRY: dict[str, Entry] = {
     "idc": Entry(make=idc.make, default_config=idc.default_config),
     "dream": Entry(make=dream.make, default_config=dream.default_config, prepare=dream.prepare),
     "m3d": Entry(make=m3d.make, default_config=m3d.default_config),
+    "idm": Entry(make=idm.make, default_config=idm.default_config),
     "iid": Entry(make=iid.make, default_config=iid.default_config, prepare=iid.prepare),
     "mtt": Entry(make=trajectory.make_mtt, default_config=trajectory.mtt_config, prepare=trajectory.prepare_mtt,
                  eval_view=lambda state, config: trajectory.eval_view(state, config.mtt)),

@@ -31,6 +31,7 @@ import optax
 from ddjax import models, relabel as relabel_lib, squeeze
 from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet
 from ddjax.augment.views import random_flip, random_resized_crop
+from ddjax.data.domains import collection_from_config
 from ddjax.errors import ConfigError
 from ddjax.losses import bn_statistics_loss
 
@@ -258,11 +259,6 @@ def make_sre2l(config: Any, model: nn.Module, num_classes: int, image_shape: tup
 # ------------------------------------------------------------------------------------------ seen domains
 
 
-def _collection(config: Any) -> Any:
-    from launch.domains import collection_from_config  # noqa: PLC0415  (the launcher's one reading of config.domains)
-    return collection_from_config(config)
-
-
 def staged(config: Any) -> bool:
     """Whether the run is over a domain collection (``config.domains.source`` set)."""
     return bool("domains" in config and config.domains.source)
@@ -273,7 +269,7 @@ def num_seen_domains(config: Any) -> int:
     if not staged(config):
         return 1
     names = [n for n in str(config.domains.names).split(",") if n.strip()]
-    total = len(names) if names else _collection(config).num_domains  # names: no data needed to count them
+    total = len(names) if names else collection_from_config(config).num_domains  # names: no data needed to count them
     return total - 1 if config.domains.plan == "leave_one_out" else total
 
 
@@ -284,7 +280,7 @@ def seen_domains(config: Any, dataset: Any) -> tuple[list[str], list[tuple[np.nd
     seen domain is loaded again on its own. A plain dataset is one domain."""
     if not staged(config) or "/" not in dataset.name:
         return [dataset.name], [(dataset.train_images, dataset.train_labels)]
-    collection = _collection(config)
+    collection = collection_from_config(config)
     names = dataset.name.split("/", 1)[1].split("+")
     parts = [collection.load(collection.index(n)) for n in names]
     return names, [(p.train_images, p.train_labels) for p in parts]

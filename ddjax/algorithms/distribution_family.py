@@ -19,7 +19,11 @@ with SGD + momentum on the images (``optax.sgd``), where
 Each summand is a :class:`~ddjax.algorithms.base.Term` ``(name, weight, fn)`` (:func:`mean_embedding_term`,
 :func:`mmd_term`, :func:`covariance_term`, :func:`centralization_term`) and the step sums a tuple of them
 (:func:`weighted_sum`), reporting each by name; a term that is off is not in the tuple, so plain DM/M3D never compute
-IID's. A member is :func:`distribution_matching` with its terms, features, real-batch sampler and data layout.
+IID's. A member is :func:`distribution_matching` with its terms, features, real-batch sampler and data layout, and
+optionally two more parts IDM needs (Zhao et al. CVPR'23): where each step's network comes from (:class:`Networks`;
+default :func:`fresh_networks`, a new random one per step; IDM: a queue of networks trained on real data, kept in
+the state) and how the stored images become the matched ones (a
+:class:`~ddjax.algorithms.gradient_matching.Parameterization`; IDM: partitioning, i.e. multi-formation).
 
 All classes are one batched program (real batch ``(K, B, H, W, C)``); with a mesh its ``B`` axis is sharded over
 ``data`` and XLA reduces the per-class statistics across devices.
@@ -38,14 +42,17 @@ from jax.sharding import Mesh
 
 from ddjax import augment, losses, models, teachers
 from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet, Term, apply_gradients, siamese_dsa
+from ddjax.algorithms.gradient_matching import Parameterization, decode, plain, stored_images, with_stored
+from ddjax.algorithms.multiformation import check_factor
 from ddjax.algorithms.samplers import RealSampler, random_real
 from ddjax.errors import ConfigError, check_choice
 from ddjax.sharding import batch_splitter, check_divisible
 
-__all__ = ["BASE_NAMES", "BANDWIDTH_NAMES", "COV_BLOCKS", "Family", "Features", "TermInputs", "base_term",
-           "centralization_term", "check_common", "covariance_term", "distribution_matching", "embed_fn",
-           "embedding_and_maps", "embeddings", "family_init", "family_step", "kernel_loss", "mean_embedding_term",
-           "mmd_term", "weighted_sum"]
+__all__ = ["BASE_NAMES", "BANDWIDTH_NAMES", "COV_BLOCKS", "Family", "FamilyExtras", "Features", "Networks",
+           "TermInputs", "base_term", "centralization_term", "check_common", "covariance_term",
+           "distribution_matching", "embed_fn", "embedding_and_maps", "embeddings", "embeddings_and_logits",
+           "family_init", "family_step", "fresh_networks", "kernel_loss", "mean_embedding_term", "mmd_term",
+           "weighted_sum"]
 
 BASE_NAMES = ("dm", "m3d")
 BANDWIDTH_NAMES = ("median", "fixed")
@@ -97,19 +104,49 @@ def kernel_loss(hp: ml_collections.ConfigDict, section: str) -> Callable[[jax.Ar
 
 class Features(NamedTuple):
     """What the terms see of one class-major batch: ``embed`` ``(K, n, D)``; ``maps``: local feature maps
-    ``(K, n, h, w, C)`` per matched block (empty unless a term needs them)."""
+    ``(K, n, h, w, C)`` per matched block (empty unless a term needs them); ``logits`` ``(K, n, classes)`` (None
+    unless a term needs them: IDM's class-aware regularisation)."""
     embed: jax.Array
     maps: tuple
+    logits: jax.Array | None = None
 
 
 class TermInputs(NamedTuple):
     """A term's arguments: the real batch's features (no gradient), the synthetic set's, the augmented synthetic
-    images ``(K, ipc, H, W, C)``, the step's data and the step's key (``state.rng``)."""
+    images ``(K, n, H, W, C)`` (``n`` = ipc, or ``factor² · ipc`` decoded images under partitioning), the step's
+    data, the step's key (``state.rng``) and what :class:`Networks` ``draw`` said about the step's network
+    (``{}`` for a fresh one; IDM: its training accuracy)."""
     real: Features
     syn: Features
     syn_images: jax.Array
     data: Any
     key: jax.Array
+    network: Any = None
+
+
+class Networks(NamedTuple):
+    """Where each step's feature extractor comes from, as a part with its own state (kept in ``state.extras``).
+
+    ``init(key) -> carry`` (None: no state); ``draw(key, carry, step) -> (carry, variables, info)``: the step's
+    network and a dict the terms see as ``TermInputs.network``; ``update(key, carry, step, real) -> (carry, metrics)``
+    after the image step (IDM trains queue members on real data here)."""
+    init: Callable[[jax.Array], Any] | None
+    draw: Callable[..., tuple[Any, Any, dict]]
+    update: Callable[..., tuple[Any, dict]]
+
+
+def fresh_networks(model: nn.Module, image_shape: tuple[int, int, int]) -> Networks:
+    """DM's: a new randomly initialised network every step, never trained (no state)."""
+    return Networks(init=None,
+                    draw=lambda key, carry, step: (carry, models.init_model(model, key, tuple(image_shape)), {}),
+                    update=lambda key, carry, step, real: (carry, {}))
+
+
+class FamilyExtras(NamedTuple):
+    """``state.extras`` of a member whose :class:`Networks` keep state: the sampler's carry and the networks'.
+    (Members without, DM/M3D/IID, keep the sampler's carry alone, the layout of their existing checkpoints.)"""
+    sampler: Any
+    networks: Any
 
 
 def weighted_sum(terms: tuple[Term, ...], inputs: TermInputs) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -176,7 +213,8 @@ def embeddings(model: nn.Module) -> Callable[[Any, jax.Array], Features]:
 
 
 def embedding_and_maps(model: nn.Module, cov_blocks: str) -> Callable[[Any, jax.Array], Features]:
-    """Features with the local maps of the last block (``cov_blocks="last"``) or of every block (``"all"``)."""
+    """Features with the local maps of the last block (``cov_blocks="last"``) or of every block (``"all"``), and the
+    logits (the same forward pass)."""
     check_choice("cov_blocks", cov_blocks, COV_BLOCKS)
 
     def features(variables: Any, images: jax.Array) -> Features:
@@ -184,7 +222,18 @@ def embedding_and_maps(model: nn.Module, cov_blocks: str) -> Callable[[Any, jax.
         out, _ = models.apply_model(model, variables, images.reshape((k * n,) + images.shape[2:]), train=True,
                                     output="features")
         blocks = out["blocks"] if cov_blocks == "all" else out["blocks"][-1:]
-        return Features(out["embed"].reshape(k, n, -1), tuple(b.reshape((k, n) + b.shape[1:]) for b in blocks))
+        return Features(out["embed"].reshape(k, n, -1), tuple(b.reshape((k, n) + b.shape[1:]) for b in blocks),
+                        out["logits"].reshape(k, n, -1))
+    return features
+
+
+def embeddings_and_logits(model: nn.Module) -> Callable[[Any, jax.Array], Features]:
+    """Features with the embeddings and the logits of one forward pass (IDM), no local maps."""
+    def features(variables: Any, images: jax.Array) -> Features:
+        k, n = images.shape[:2]
+        out, _ = models.apply_model(model, variables, images.reshape((k * n,) + images.shape[2:]), train=True,
+                                    output="features")
+        return Features(out["embed"].reshape(k, n, -1), (), out["logits"].reshape(k, n, -1))
     return features
 
 
@@ -201,6 +250,9 @@ class Family(NamedTuple):
     real_pool: Callable[[Any], RealPool]            # the RealPool inside the step's data
     split: Callable[[jax.Array], jax.Array]         # the real batch's split over the mesh (sample axis)
     tx: optax.GradientTransformation
+    networks: Networks                              # the step's feature extractor (fresh_networks: DM's)
+    images: Parameterization                        # stored -> matched images (plain: the images themselves)
+    initial: Callable[[jax.Array, jax.Array, RealPool], jax.Array] | None  # (key, stored, real) -> stored, step 0
 
 
 def distribution_matching(config: ml_collections.ConfigDict, hp: ml_collections.ConfigDict, section: str,
@@ -208,46 +260,71 @@ def distribution_matching(config: ml_collections.ConfigDict, hp: ml_collections.
                           mesh: Mesh | None = None, *, terms: tuple[Term, ...],
                           features: Callable[[Any, jax.Array], Features] | None = None,
                           sampler: RealSampler | None = None,
-                          real_pool: Callable[[Any], RealPool] = lambda data: data) -> Algorithm:
+                          real_pool: Callable[[Any], RealPool] = lambda data: data,
+                          networks: Networks | None = None, images: Parameterization | None = None,
+                          initial: Callable[[jax.Array, jax.Array, RealPool], jax.Array] | None = None) -> Algorithm:
     """The ``(init, step)`` pair of one family member from its parts (module doc).
 
     ``hp``: the algorithm's config section (``lr_img``, ``momentum``, ``batch_real``); ``config``: reads ``ipc`` and
     ``dsa_strategy``. ``terms``: the loss. ``features``: default :func:`embeddings`. ``sampler``: default
     ``batch_real`` random images per class. ``real_pool``: where the step's data holds the ``RealPool``.
+    ``networks``: default :func:`fresh_networks`. ``images``: default the images themselves (``plain(ipc)``);
+    ``initial``: replaces the stored images at step 0 (IDM's partitioned real init), default none.
     """
     check_common(hp, section, config.dsa_strategy, mesh)
+    images = images or plain(config.ipc)
+    check_factor(images.factor, tuple(image_shape))
     family = Family(model=model, num_classes=num_classes, ipc=config.ipc, image_shape=tuple(image_shape),
                     strategy=config.dsa_strategy, terms=tuple(terms), features=features or embeddings(model),
                     sampler=sampler or random_real(hp.batch_real), real_pool=real_pool,
-                    split=batch_splitter(mesh, axis=1), tx=optax.sgd(hp.lr_img, momentum=hp.momentum))
+                    split=batch_splitter(mesh, axis=1), tx=optax.sgd(hp.lr_img, momentum=hp.momentum),
+                    networks=networks or fresh_networks(model, image_shape), images=images, initial=initial)
     return Algorithm(functools.partial(family_init, family), functools.partial(family_step, family))
 
 
 def family_init(f: Family, key: jax.Array, synthetic: SyntheticSet) -> DistillState:
-    """The state: the images, their SGD state, and the sampler's carry in ``extras``."""
+    """The state: the (stored) images, their SGD state, and in ``extras`` the sampler's carry (and the networks'
+    carry, as :class:`FamilyExtras`, when they keep one). Under partitioning ``synthetic.extras["stored"]`` is the
+    optimised tensor and ``synthetic.images``/``labels`` its decoded training set (IDC's layout)."""
     expected = (f.num_classes * f.ipc,) + f.image_shape
     if synthetic.images.shape != expected:
         raise ConfigError(f"synthetic images have shape {synthetic.images.shape}, expected {expected} "
                           "(num_classes*ipc, H, W, C)")
-    return DistillState(step=jnp.zeros((), jnp.int32), rng=key, synthetic=synthetic,
-                        opt_state=f.tx.init(synthetic.images), extras=f.sampler.init(f.num_classes, f.image_shape))
+    sampler_carry = f.sampler.init(f.num_classes, f.image_shape)
+    extras = sampler_carry
+    if f.networks.init is not None:
+        extras = FamilyExtras(sampler_carry, f.networks.init(jax.random.fold_in(key, 1)))
+    return DistillState(step=jnp.zeros((), jnp.int32), rng=key,
+                        synthetic=with_stored(f.images, synthetic, synthetic.images),
+                        opt_state=f.tx.init(synthetic.images), extras=extras)
 
 
 def family_step(f: Family, state: DistillState, data: Any) -> tuple[DistillState, dict[str, jax.Array]]:
-    """One step: fresh network, real batch, ``Σ weight · term`` on the augmented sets, one SGD step on the images."""
+    """One step: the step's network, real batch, ``Σ weight · term`` on the augmented sets, one SGD step on the
+    (stored) images, then the networks' update."""
     rng, k_net, k_real, k_aug = jax.random.split(state.rng, 4)
-    variables = models.init_model(f.model, k_net, f.image_shape)
+    stateful = f.networks.init is not None
+    sampler_carry, net_carry = (state.extras.sampler, state.extras.networks) if stateful else (state.extras, None)
+    net_carry, variables, info = f.networks.draw(k_net, net_carry, state.step)
     aug_keys = jax.random.split(k_aug, f.num_classes)
-    real_batch, sampler_carry = f.sampler.sample(k_real, state.extras, state.step,
-                                                 lambda x: f.features(variables, x).embed, f.real_pool(data))
+    pool = f.real_pool(data)
+    real_batch, sampler_carry = f.sampler.sample(k_real, sampler_carry, state.step,
+                                                 lambda x: f.features(variables, x).embed, pool)
     real = jax.lax.stop_gradient(f.features(variables, siamese_dsa(aug_keys, f.split(real_batch), f.strategy)))
+    stored = stored_images(f.images, state.synthetic)
+    if f.initial is not None:  # its own key (folded from k_real), so the other draws are as without it
+        stored = jax.lax.cond(state.step == 0, lambda: f.initial(jax.random.fold_in(k_real, 1), stored, pool),
+                              lambda: stored)
 
-    def loss_fn(images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        syn_images = siamese_dsa(aug_keys, images.reshape((f.num_classes, f.ipc) + images.shape[1:]), f.strategy)
-        return weighted_sum(f.terms, TermInputs(real, f.features(variables, syn_images), syn_images, data, state.rng))
+    def loss_fn(stored: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        syn_images = siamese_dsa(aug_keys, decode(f.images, stored), f.strategy)
+        return weighted_sum(f.terms, TermInputs(real, f.features(variables, syn_images), syn_images, data, state.rng,
+                                                info))
 
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.synthetic.images)
-    images, opt_state = apply_gradients(f.tx, grads, state.opt_state, state.synthetic.images)
-    new_state = state.replace(step=state.step + 1, rng=rng, synthetic=state.synthetic.replace(images=images),
-                              opt_state=opt_state, extras=sampler_carry)
-    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **terms}
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(stored)
+    stored, opt_state = apply_gradients(f.tx, grads, state.opt_state, stored)
+    net_carry, net_metrics = f.networks.update(jax.random.fold_in(k_net, 1), net_carry, state.step, pool)
+    extras = FamilyExtras(sampler_carry, net_carry) if stateful else sampler_carry
+    new_state = state.replace(step=state.step + 1, rng=rng, synthetic=with_stored(f.images, state.synthetic, stored),
+                              opt_state=opt_state, extras=extras)
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **terms, **net_metrics}

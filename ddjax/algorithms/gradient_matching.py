@@ -77,6 +77,10 @@ DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 5
 NET_SOURCES = ("synthetic", "real")
 SYN_INITS = ("given", "mix", "kmeans")
 CLASS_AXES = ("auto", "vmap", "map")
+#: ``image_step``: one optimiser step per round on the loss summed over classes, or the authors' (IDC
+#: ``condense.py``, DREAM ``condense_improve.py``) one step per class per round, classes in order, each class's
+#: gradient taken after the previous classes' steps (:func:`matching_round`).
+IMAGE_STEPS = ("summed", "per_class")
 #: Loops that ``unroll`` can unroll (``lax.scan(..., unroll=True)``): the per-class loop of the matching loss
 #: (``class_axis="map"``), the matching rounds, the network-update steps and the embedding chunks of DREAM's pool.
 UNROLL_LOOPS = ("classes", "rounds", "net", "embed")
@@ -87,13 +91,13 @@ UNROLL_LOOPS = ("classes", "rounds", "net", "embed")
 CPU_UNROLL: tuple[str, ...] = ()
 AUG_MODES = ("S", "M")
 
-__all__ = ["CPU_UNROLL", "ClassStats", "DC_LOOPS", "Loops", "Matching", "MatchingParts", "MatchingSpec", "NetUpdate",
-           "Parameterization", "UNROLL_LOOPS", "class_stats", "dc_loops", "dc_parts", "decode", "default_config",
-           "dsa_default_config", "dsa_strategy", "feature_distance", "feature_term", "gradient_term", "keep_given",
-           "kmeans_init", "loops", "make", "make_dsa", "matching", "matching_init", "matching_round", "matching_step",
-           "mix_real", "multi_formation", "network_sgd", "no_network_update", "plain", "real_data_sgd",
-           "resolve_unroll", "round_images", "spec_from_dc_config", "stored_images", "synthetic_sgd",
-           "to_stored", "with_stored"]
+__all__ = ["CPU_UNROLL", "ClassStats", "DC_LOOPS", "IMAGE_STEPS", "Loops", "Matching", "MatchingParts",
+           "MatchingSpec", "NetUpdate", "Parameterization", "UNROLL_LOOPS", "class_round_images", "class_stats",
+           "dc_loops", "dc_parts", "decode", "default_config", "dsa_default_config", "dsa_strategy",
+           "feature_distance", "feature_term", "gradient_term", "keep_given", "kmeans_init", "loops", "make",
+           "make_dsa", "matching", "matching_init", "matching_round", "matching_step", "mix_real", "multi_formation",
+           "network_sgd", "no_network_update", "pixel_bounds", "plain", "real_data_sgd", "resolve_unroll",
+           "round_images", "spec_from_dc_config", "stored_images", "synthetic_sgd", "to_stored", "with_stored"]
 
 
 def dc_loops(ipc: int, outer_loop: int | None = None, inner_loop: int | None = None) -> tuple[int, int]:
@@ -144,7 +148,9 @@ class MatchingSpec:
     feature_weight (bidirectional term; 0 = off). warmup_epochs: epochs of real-data training of every fresh
     network before its first clustering and round (IDC's ``--early``, DREAM+'s one epoch; net_source "real"
     only), in batches of batch_real. class_axis: "auto" | "vmap" | "map". unroll: which loops run unrolled
-    (:func:`resolve_unroll`).
+    (:func:`resolve_unroll`). image_step: "summed" (one image-optimiser step per round on the loss summed over
+    classes) or "per_class" (the authors': :data:`IMAGE_STEPS`). clamp_images: before every outer iteration, clip
+    the stored images to the real data's per-channel range (:func:`pixel_bounds`; the authors' [0, 1] clamp).
     """
     ipc: int
     rounds: int
@@ -178,6 +184,8 @@ class MatchingSpec:
     warmup_epochs: int = 0
     class_axis: str = "auto"
     unroll: str = "auto"
+    image_step: str = "summed"
+    clamp_images: bool = False
 
     def validate(self) -> None:
         """Eager checks with one-line ConfigErrors (the factor against the image size: :func:`matching`)."""
@@ -197,6 +205,7 @@ class MatchingSpec:
         check_choice("net update source", self.net_source, NET_SOURCES)
         check_choice("synthetic init", self.syn_init, SYN_INITS)
         check_choice("class axis", self.class_axis, CLASS_AXES)
+        check_choice("image_step", self.image_step, IMAGE_STEPS)
         resolve_unroll(self.unroll)
         check_choice("augmentation mode", self.match_mode, AUG_MODES)
         check_choice("augmentation mode", self.net_mode, AUG_MODES)
@@ -497,6 +506,8 @@ class MatchingParts(NamedTuple):
     tx: optax.GradientTransformation  # on the stored images
     loops: Loops
     warmup: NetUpdate = no_network_update()  # each fresh network before its first clustering (same optimiser)
+    image_step: str = "summed"        # IMAGE_STEPS: one tx step per round, or one per class (the authors')
+    clamp: bool = False               # clip the stored images to the real data's range before every step
 
 
 class Matching(NamedTuple):
@@ -568,14 +579,70 @@ def matching_round(m: Matching, rest: dict, real: RealPool, k_rounds: jax.Array,
         sums = tuple(jnp.sum(v) for v in per_class)
         return sum(weight * s for (_, weight, _), s in zip(p.terms, sums)), sums
 
-    (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(stored)
-    stored, img_opt = apply_gradients(p.tx, grads, img_opt, stored)
+    if p.image_step == "per_class":
+        stored, img_opt, loss, sums, grad_norm = _per_class_steps(m, stats, real_stats, aug_keys, k_sub, stored,
+                                                                  img_opt)
+    else:
+        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(stored)
+        stored, img_opt = apply_gradients(p.tx, grads, img_opt, stored)
+        grad_norm = optax.tree.norm(grads)
     params, net_opt = jax.lax.cond(
         r < p.rounds - 1,  # after the last round the network is discarded
         lambda: p.net_update.update(k_net, functools.partial(_logits, m.model, rest), params, net_opt,
                                     decode(p.images, stored), real, p.loops),
         lambda: (params, net_opt))
-    return (stored, img_opt, params, net_opt, sampler_carry), (loss, sums, optax.tree.norm(grads))
+    return (stored, img_opt, params, net_opt, sampler_carry), (loss, sums, grad_norm)
+
+
+def class_round_images(p: Parameterization, key: jax.Array, stored: jax.Array, c: jax.Array,
+                       num_classes: int) -> jax.Array:
+    """``round_images(p, key, stored)[c:c + 1]`` for a (traced) class ``c``, decoding only that class's rows."""
+    rows = jax.lax.dynamic_slice_in_dim(stored, c * p.ipc, p.ipc, axis=0)
+    syn = decode_zoom(rows[None], p.factor)
+    n = p.decoded_per_class
+    if not p.batch_syn_max or p.batch_syn_max >= n:
+        return syn
+    sub = jax.random.permutation(jax.random.split(key, num_classes)[c], n)[:p.batch_syn_max]
+    return syn[:, sub]
+
+
+def _per_class_steps(m: Matching, stats: Callable, real_stats: ClassStats, aug_keys: jax.Array, k_sub: jax.Array,
+                     stored: jax.Array, img_opt: Any):
+    r"""The authors' image update (``for c in range(nclass): ... optim_img.zero_grad(); loss.backward();
+    optim_img.step()``): ``K`` optimiser steps per round, class ``c``'s step on the gradient of its own loss
+    ``L_c`` (zero on the other classes' rows) taken at the images left by steps ``0..c-1``. One optimiser state
+    for the whole tensor, so with momentum every class keeps moving at every other class's step.
+
+    .. math:: x^{(c+1)} = x^{(c)} + \mathrm{tx}\big(\nabla L_c(x^{(c)})\big), \quad c = 0, \dots, K-1
+    """
+    p = m.parts
+
+    def body(carry, c):
+        stored, img_opt = carry
+        rs = jax.tree.map(lambda a: a[c], real_stats)
+
+        def loss_c(stored):
+            syn = p.augment(aug_keys[c][None], class_round_images(p.images, k_sub, stored, c, m.num_classes))[0]
+            st = stats(syn, c)
+            values = tuple(fn(rs, st) for _, _, fn in p.terms)
+            return sum(weight * v for (_, weight, _), v in zip(p.terms, values)), values
+
+        (loss, values), grads = jax.value_and_grad(loss_c, has_aux=True)(stored)
+        stored, img_opt = apply_gradients(p.tx, grads, img_opt, stored)
+        return (stored, img_opt), (loss, values, jnp.sum(jnp.square(grads)))
+
+    (stored, img_opt), (losses, values, sq) = p.loops.scan("classes", body, (stored, img_opt),
+                                                           jnp.arange(m.num_classes))
+    return stored, img_opt, jnp.sum(losses), tuple(jnp.sum(v) for v in values), jnp.sqrt(jnp.sum(sq))
+
+
+def pixel_bounds(real: RealPool) -> tuple[jax.Array, jax.Array]:
+    """Per-channel ``(min, max)`` of the real pool ``(C,)``: the normalised values of pixels 0 and 1 for a data
+    set whose pixels reach both (Fashion-MNIST, the digits, CIFAR), so clipping to them is the authors'
+    ``torch.clamp(synset.data, 0, 1)`` in pixel space. The pool's padding rows are 0 (the channel mean), which
+    lies inside the range."""
+    axes = tuple(range(real.images.ndim - 1))
+    return jnp.min(real.images, axis=axes), jnp.max(real.images, axis=axes)
 
 
 def matching_step(m: Matching, state: DistillState, real: RealPool) -> tuple[DistillState, dict[str, jax.Array]]:
@@ -593,6 +660,9 @@ def matching_step(m: Matching, state: DistillState, real: RealPool) -> tuple[Dis
     stored = jax.lax.cond(state.step == 0,
                           lambda: p.initial(k_init, p.images, stored, _embedder(m, rest, params), real),
                           lambda: stored)
+    if p.clamp:  # the authors: synset.data.data = torch.clamp(synset.data.data, 0, 1) before the inner loop
+        low, high = pixel_bounds(real)
+        stored = jnp.clip(stored, low, high)
     carry = (stored, state.opt_state, params, net_opt, p.sampler.init(m.num_classes, m.image_shape))
     (stored, img_opt, *_), (losses, sums, grad_norms) = p.loops.scan(
         "rounds", functools.partial(matching_round, m, rest, real, k_rounds), carry, jnp.arange(p.rounds))

@@ -56,6 +56,8 @@ def default_config() -> ml_collections.ConfigDict:
         aug_type="color_crop_cutout",
         batch_syn_max=128, init="mix", class_axis="auto",
         warmup_epochs=0,           # IDC's --early: real-data epochs per fresh network (10 for ImageNet only)
+        image_step="summed",       # gradient_matching.IMAGE_STEPS; "per_class": condense.py's step per class
+        clamp_images=False,        # condense.py clamps the images to [0, 1] before every outer iteration
         unroll="auto"))          # loops run unrolled (gradient_matching.resolve_unroll), e.g. classes_net
 
 
@@ -75,7 +77,8 @@ def spec_from_idc_config(hp: ml_collections.ConfigDict, ipc: int, **overrides) -
                   net_lr=hp.lr_net, net_momentum=hp.momentum_net, net_weight_decay=hp.weight_decay_net,
                   net_strategy=net_aug, net_mode="M", net_cutmix=hp.mix_p,
                   syn_init="mix" if hp.init == "mix" and hp.factor > 1 else "given", class_axis=hp.class_axis,
-                  unroll=hp.get("unroll", "auto"), warmup_epochs=hp.get("warmup_epochs", 0))
+                  unroll=hp.get("unroll", "auto"), warmup_epochs=hp.get("warmup_epochs", 0),
+                  image_step=hp.get("image_step", "summed"), clamp_images=bool(hp.get("clamp_images", False)))
     fields.update(overrides)
     return MatchingSpec(**fields)
 
@@ -94,7 +97,8 @@ def idc_parts(spec: MatchingSpec, mesh: Mesh | None = None) -> gm.MatchingParts:
         net_update=gm.real_data_sgd(spec.net_samples, spec.net_batch, net_tx, **net_aug),
         # the authors' loader_real: batches of batch_real (one optimiser per network, shared with net_update)
         warmup=gm.real_data_warmup(spec.warmup_epochs, spec.batch_real, net_tx, **net_aug),
-        tx=optax.sgd(spec.lr_img, momentum=spec.momentum or None), loops=gm.loops(spec.class_axis, spec.unroll))
+        tx=optax.sgd(spec.lr_img, momentum=spec.momentum or None), loops=gm.loops(spec.class_axis, spec.unroll),
+        image_step=spec.image_step, clamp=spec.clamp_images)
 
 
 def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int, image_shape: tuple[int, int, int],

@@ -16,7 +16,7 @@
 ``tensorflow_datasets`` is imported only when a tfds dataset is asked for.
 """
 from ddjax.data.dataset import DATASET_NAMES, Dataset, load_dataset
-from ddjax.data.domains import DOMAIN_SOURCES, STYLE_NAMES, DomainCollection, load_domains
+from ddjax.data.domains import DOMAIN_SOURCES, STYLE_NAMES, DomainCollection, collection_from_config, load_domains
 from ddjax.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays
 from ddjax.data.synthetic import SyntheticSet, load_synthetic, synthetic_arrays
 from ddjax.data.preprocess import ZCAWhitening, channel_stats, denormalize, fit_zca, normalize
@@ -31,7 +31,7 @@ from ddjax.data.tfds_sources import (
 
 __all__ = [
     "DATASET_NAMES", "DIGITS_CLASS_NAMES", "DOMAIN_SOURCES", "Dataset", "DomainCollection", "STYLE_NAMES",
-    "SyntheticSet", "ZCAWhitening", "channel_stats", "default_data_dir", "denormalize", "fit_zca", "load_dataset",
-    "load_digits_arrays", "load_domains", "load_fashion_mnist_arrays", "load_synthetic", "load_tfds_arrays",
-    "normalize", "prepare_fashion_mnist", "prepared_datasets", "read_idx", "synthetic_arrays",
+    "SyntheticSet", "ZCAWhitening", "channel_stats", "collection_from_config", "default_data_dir", "denormalize",
+    "fit_zca", "load_dataset", "load_digits_arrays", "load_domains", "load_fashion_mnist_arrays", "load_synthetic",
+    "load_tfds_arrays", "normalize", "prepare_fashion_mnist", "prepared_datasets", "read_idx", "synthetic_arrays",
 ]

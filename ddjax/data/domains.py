@@ -52,7 +52,7 @@ from ddjax.data import preprocess as _pre
 from ddjax.data import tfds_sources as _tfds
 from ddjax.errors import ConfigError, DataNotFoundError, check_choice
 
-__all__ = ["DOMAIN_SOURCES", "DOMAIN_ORDERS", "STYLE_NAMES", "IMAGENET_MEAN", "IMAGENET_STD", "DomainCollection",
+__all__ = ["DOMAIN_SOURCES", "DOMAIN_ORDERS", "STYLE_NAMES", "IMAGENET_MEAN", "IMAGENET_STD", "DomainCollection", "collection_from_config",
            "load_domains", "rotate_images", "stylize", "domainbed_split", "parse_names"]
 
 DOMAIN_SOURCES = ("rotated", "styled", "folder")
@@ -460,3 +460,16 @@ def load_domains(source: str, *, base: str = "digits", num_domains: int | None =
                             image_shape=src.image_shape, mean=np.asarray(src.mean, np.float32),
                             std=np.asarray(src.std, np.float32), statistics=src.statistics,
                             builder=lambda d, with_train: src.builders[d](with_train))
+
+
+def collection_from_config(config) -> DomainCollection:
+    """:func:`load_domains` with a run config's ``config.domains`` (``fashion_mnist`` read through ``config.data``'s
+    ``data_dir``/``source_dir``); 0 means "the source's default" for ``num_domains`` and ``image_size``.
+
+    The one reading of ``config.domains`` for the library (``ddjax.algorithms.decoupled``) and the launcher
+    (``launch.domains`` re-exports it)."""
+    d = config.domains
+    return load_domains(d.source, base=d.base, num_domains=d.num_domains or None, angle_step=d.angle_step,
+                        root=d.root or None, names=d.names, order=d.order, order_seed=d.order_seed,
+                        image_size=d.image_size or None, split_seed=d.split_seed,
+                        data_dir=config.data.data_dir, source_dir=config.data.source_dir)

@@ -23,8 +23,6 @@ from ddjax.losses.relations import (CENTRALIZATION_FORMS, class_centralization, 
 
 from ddjax.losses.style import (STYLE_EPS, bn_statistics_loss, channel_style, domain_style,
                                 normalized_style_loss, set_style)
-from ddjax.losses.style import (STYLE_EPS, bn_statistics_loss, channel_style, domain_style,
-                                normalized_style_loss, set_style)
 from ddjax.losses.gradient import (GRADIENT_LAYERS, GRADIENT_METRICS, check_gradient_metric,
                                    gradient_matching_distance, gradient_matching_distance_per_class)
 

@@ -1,0 +1,133 @@
+"""Paired seed comparison: several variants (config + overrides) distilled with the same seeds and budget, each
+seed's final test accuracy, and each seed's gain over the first variant (issue 14: "show each seed's gain").
+
+    python benchmarks/seed_gain.py --seeds=0,1,2 --steps=10 \
+        --variant='summed|configs/dream_tiny.py|' \
+        --variant='per_class|configs/dream_tiny.py|dream.idc.image_step="per_class";dream.idc.clamp_images=True'
+
+A variant is ``NAME|CONFIG[:ARG]|KEY=VALUE;KEY=VALUE`` (values read as Python literals, else strings; ``steps`` and
+the evaluation settings may be overridden there too). Distillation seed ``s`` is the launcher's ``config.seed``
+(same keys for init, state and evaluation as ``launch.run``); each variant's step is compiled once and reused
+for every seed. The evaluation is the variant's ``config.eval`` (``config.eval.num_seeds`` networks per
+distilled set). Prints one JSON line per (variant, seed) and a markdown table with mean ± std over the seeds and
+the paired gains ``acc(variant, s) − acc(first, s)``.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ddjax import algorithms, data  # noqa: E402
+from launch.config import validate_config  # noqa: E402
+from launch.run import build_eval_model, evaluate_set  # noqa: E402
+
+
+def load_config(spec: str):
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("seed_gain_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def apply_overrides(config, overrides: str):
+    for item in filter(None, (s.strip() for s in overrides.split(";"))):
+        key, _, raw = item.partition("=")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        *path, leaf = key.strip().split(".")
+        node = config
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def run_variant(name: str, config, seeds: list[int], steps: int, dataset, stream) -> list[dict]:
+    config.steps = steps
+    validate_config(config)
+    num_classes, shape = dataset.num_classes, dataset.image_shape
+    model = build_eval_model(config, num_classes)
+    real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, num_classes)
+    algo = algorithms.get_algorithm(config, model, num_classes, shape)
+    step_data = algorithms.prepare_data(config, dataset, real, stream=stream)
+    step_fn = jax.jit(algo.step)
+    rows = []
+    for seed in seeds:
+        started = time.perf_counter()
+        k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
+        state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            state, metrics = step_fn(state, step_data)
+            float(metrics["loss"])
+            times.append(time.perf_counter() - t)
+        distil = time.perf_counter() - started
+        view = algorithms.eval_view(state, config)
+        result = evaluate_set(jax.random.fold_in(k_eval, steps), config, model, view["images"], view["labels"],
+                              dataset, lr=view.get("lr"))
+        row = dict(variant=name, seed=seed, steps=steps, acc=result.mean, acc_std=result.std,
+                   per_network=list(map(float, result.per_seed)) if hasattr(result, "per_seed") else None,
+                   distil_s=distil, step_s_median=float(np.median(times[1:] or times)),
+                   first_step_s=times[0], eval_s=time.perf_counter() - started - distil,
+                   final_loss=float(metrics["loss"]))
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], names: list[str], seeds: list[int]) -> str:
+    acc = {(r["variant"], r["seed"]): r["acc"] for r in rows}
+    lines = ["| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | gain per seed | gain mean ± std |",
+             "|---|" + "---|" * (len(seeds) + 3)]
+    base = names[0]
+    for n in names:
+        a = np.array([acc[(n, s)] for s in seeds])
+        g = a - np.array([acc[(base, s)] for s in seeds])
+        gains = "—" if n == base else ", ".join(f"{x:+.3f}" for x in g)
+        gm = "—" if n == base else f"{g.mean():+.3f} ± {g.std():.3f}"
+        lines.append(f"| {n} | " + " | ".join(f"{x:.3f}" for x in a) + f" | {a.mean():.3f} ± {a.std():.3f} | "
+                     f"{gains} | {gm} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", action="append", required=True, help="NAME|CONFIG[:ARG]|KEY=VALUE;...")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--out", default="", help="write the rows as JSON lines here")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows, names, datasets = [], [], {}
+    for spec in args.variant:
+        name, config_spec, overrides = (spec.split("|") + ["", ""])[:3]
+        config = apply_overrides(load_config(config_spec), overrides)
+        key = (config.data.name, config.data.zca)
+        if key not in datasets:
+            datasets[key] = data.load_dataset(config.data.name, data_dir=config.data.data_dir,
+                                              source_dir=config.data.source_dir, zca=config.data.zca,
+                                              zca_regularization=config.data.zca_regularization)
+        names.append(name)
+        rows += run_variant(name, config, seeds, args.steps, datasets[key], sys.stderr)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    print(table(rows, names, seeds))
+
+
+if __name__ == "__main__":
+    main()
