@@ -85,22 +85,11 @@ def bar_chart(rows: list[dict[str, Any]], path: str) -> None:
     """Bars of each run's headline accuracy (± std), random real beside it where the run has one."""
     from launch import outputs   # noqa: PLC0415
 
-    fig = outputs._figure(max(4.0, 1.2 * len(rows) + 1.5), 3.6)   # private Agg canvas: no pyplot state
-    ax = fig.subplots()
-    xs = range(len(rows))
-    means = [r.get("accuracy", {}).get("mean", 0.0) for r in rows]
-    ax.bar([x - 0.2 for x in xs], means, 0.4, yerr=[r.get("accuracy", {}).get("std", 0.0) for r in rows],
-           label="synthetic", capsize=3)
+    accuracy = [r.get("accuracy") or {"mean": 0.0, "std": 0.0} for r in rows]
     real = [r.get("random_real") or {"mean": 0.0, "std": 0.0} for r in rows]
-    ax.bar([x + 0.2 for x in xs], [e["mean"] for e in real], 0.4, yerr=[e["std"] for e in real],
-           label="random real", capsize=3)
-    ax.set_xticks(list(xs), [f"{r['run']}\n{r['method']}" for r in rows], fontsize=7)
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with outputs._atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
+    outputs.save_bar_chart(path, [f"{r['run']}\n{r['method']}" for r in rows], {
+        "synthetic": ([e["mean"] for e in accuracy], [e["std"] for e in accuracy]),
+        "random real": ([e["mean"] for e in real], [e["std"] for e in real])})
 
 
 def main(argv):

@@ -85,14 +85,11 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         raise CheckpointError(f"{path} is unreadable ({e}); restore it from the run") from None
 
 
-def load_set(path: str) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """``(images, labels, learned lr or None)`` from a ``synthetic.npz``; one-line CheckpointError if unusable."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no synthetic set at {path}; finish the run first (rerun its command) or pass "
-                              "--synthetic=PATH")
-    try:
-        with np.load(path) as npz:
-            lr = float(npz["lr"]) if "lr" in npz.files else None
-            return np.asarray(npz["images"], np.float32), np.asarray(npz["labels"]), lr
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path} is not a ddjax synthetic.npz ({e}); pass the set a run wrote") from None
+def load_set(path: str) -> tuple[np.ndarray, np.ndarray, float | None, dict | None]:
+    """``(images, labels, learned lr or None, the run's config dict or None)`` from a ``synthetic.npz``
+    (:func:`ddjax.load_synthetic`: one-line DataNotFoundError / ConfigError when unusable)."""
+    from ddjax.data import load_synthetic   # noqa: PLC0415
+
+    saved = load_synthetic(path)
+    lr = None if saved.lr is None or np.size(saved.lr) != 1 else float(np.asarray(saved.lr).reshape(()))
+    return saved.images, saved.labels, lr, saved.config

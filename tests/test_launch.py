@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from ddjax.errors import CheckpointError, ConfigError, DivergenceError
+from ddjax.errors import CheckpointError, ConfigError, DDJaxError, DivergenceError
 from launch.config import base_config, validate_config
 from launch.run import run
 
@@ -121,6 +121,8 @@ def test_launch_evaluate_gives_the_runs_own_cross_architecture_accuracies(finish
     assert result["std"] == pytest.approx(np.std(result["per_seed"]))
     with open(path) as f:
         assert json.load(f)["architecture"] == "convnetw32" and path.endswith("eval_convnetw32.json")
+    alone, _ = evaluate_saved(None, "ConvNetW32", synthetic=str(workdir / "synthetic.npz"))   # config from the npz
+    assert alone["per_seed"] == result["per_seed"]
 
 
 def test_launch_evaluate_bad_input_is_one_line(finished_run, tmp_path):
@@ -133,7 +135,7 @@ def test_launch_evaluate_bad_input_is_one_line(finished_run, tmp_path):
         evaluate_saved(workdir, "LeNet5")
     with pytest.raises(ConfigError, match="VGG-11 needs larger images: a 8x8 input"):   # digits are 8x8
         evaluate_saved(workdir, "VGG11")
-    with pytest.raises(CheckpointError, match="no synthetic set at"):
+    with pytest.raises(DDJaxError, match="no synthetic set at"):
         evaluate_saved(workdir, "AlexNet", synthetic=str(tmp_path / "missing.npz"))
     assert sorted(os.listdir(workdir)) == before
 

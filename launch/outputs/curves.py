@@ -1,4 +1,4 @@
-"""Plots: loss/accuracy curves, accuracy heat maps, the Aᵗ curve (matplotlib's Agg canvas; written atomically)."""
+"""Plots: loss/accuracy curves, accuracy heat maps, the Aᵗ curve, grouped bar charts (matplotlib's Agg canvas; written atomically)."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ import numpy as np
 from ddjax.atomic import atomic_open
 from ddjax.errors import ConfigError
 
-__all__ = ["save_curves", "save_heatmap", "save_accuracy_curve"]
+__all__ = ["save_curves", "save_heatmap", "save_accuracy_curve", "save_bar_chart"]
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +142,28 @@ def save_accuracy_curve(path: str | os.PathLike, values: Sequence[float], labels
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title, fontsize="medium")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+
+
+def save_bar_chart(path: str | os.PathLike, labels: Sequence[str], series: Mapping[str, tuple[Sequence[float],
+                   Sequence[float]]], *, ylabel: str = "test accuracy") -> None:
+    """PNG of grouped bars: ``series`` maps a legend name to ``(means, stds)`` with one value per label (the stds
+    drawn as error bars); y from 0 to 1. Written atomically."""
+    n, width = len(labels), 0.8 / max(1, len(series))
+    fig = _figure(max(4.0, 1.2 * n + 1.5), 3.6)
+    ax = fig.subplots()
+    for i, (name, (means, stds)) in enumerate(series.items()):
+        if len(means) != n or len(stds) != n:
+            raise ConfigError(f"save_bar_chart: series {name!r} has {len(means)} means and {len(stds)} stds for "
+                              f"{n} labels")
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(np.arange(n) + offset, means, width, yerr=stds, label=name, capsize=3)
+    ax.set_xticks(np.arange(n), [str(x) for x in labels], fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0.0, 1.0)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
