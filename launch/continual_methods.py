@@ -25,7 +25,8 @@ PENALTY_WEIGHTS = {"ewc": 1e-3, "mas": 1e-2, "lwf": 1.0, "lf": 1.0}
 PLAN_METHODS = tuple(f"{plan}_{name}" for plan in ("joint", "gather") for name in ("m3d", "dsa", "dc"))
 METHODS = didd.MODES + PLAN_METHODS
 
-__all__ = ["METHODS", "PLAN_METHODS", "PENALTY_WEIGHTS", "parse_options", "paper_settings", "apply_method", "save_summary_images"]
+__all__ = ["METHODS", "PLAN_METHODS", "PENALTY_WEIGHTS", "parse_options", "paper_settings", "apply_method",
+           "save_summary_images"]
 
 
 def parse_options(arg: str, **defaults) -> dict:
@@ -66,9 +67,9 @@ def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: f
                  ) -> ml_collections.ConfigDict:
     """Set ``config`` (a DIDD stream config) to run ``method``; returns it.
 
-    A DIDD mode sets ``config.didd.mode`` (and, for a pixel-space baseline, its λ from :data:`PENALTY_WEIGHTS`). A plan method switches ``config.algorithm`` and
-    ``config.domains.plan`` and adds the algorithm's default section; M3D takes DIDD's real batch and image learning
-    rate (``lr_img_other`` when given, else ``config.didd.lr_img``); DC/DSA keep their reference values.
+    A DIDD mode sets ``config.didd.mode`` (and, for a pixel-space baseline, its λ from :data:`PENALTY_WEIGHTS`).
+    A plan method switches ``config.algorithm`` and ``config.domains.plan`` and adds the algorithm's default section;
+    M3D takes DIDD's real batch and image learning rate (``lr_img_other`` when given, else ``config.didd.lr_img``); DC/DSA keep their reference values.
     """
     check_choice("method", method, METHODS)
     if method in didd.MODES:
