@@ -69,7 +69,8 @@ def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: f
 
     A DIDD mode sets ``config.didd.mode`` (and, for a pixel-space baseline, its λ from :data:`PENALTY_WEIGHTS`).
     A plan method switches ``config.algorithm`` and ``config.domains.plan`` and adds the algorithm's default section;
-    M3D takes DIDD's real batch and image learning rate (``lr_img_other`` when given, else ``config.didd.lr_img``); DC/DSA keep their reference values.
+    M3D takes DIDD's real batch and image learning rate (``lr_img_other`` when given, else ``config.didd.lr_img``);
+    DC/DSA keep their reference values.
     """
     check_choice("method", method, METHODS)
     if method in didd.MODES:
