@@ -18,10 +18,15 @@ from ddjax.algorithms import didd, gradient_matching
 from ddjax.errors import ConfigError, check_choice
 from launch import outputs
 
+# λ (config.didd.penalty_weight) of the pixel-space baselines, picked by A^T on didd_tiny's stream (seed 0, λ over
+# 1e-3 .. 1; docs/results.md, "DIDD", λ sweep): larger λ over-stabilise (the set stays on domains 1-2), smaller ones
+# are Finetune. LwF and LF keep 1 (not swept). Not re-swept at other scales; --config.didd.penalty_weight overrides.
+PENALTY_WEIGHTS = {"ewc": 1e-3, "mas": 1e-2, "lwf": 1.0, "lf": 1.0}
 PLAN_METHODS = tuple(f"{plan}_{name}" for plan in ("joint", "gather") for name in ("m3d", "dsa", "dc"))
 METHODS = didd.MODES + PLAN_METHODS
 
-__all__ = ["METHODS", "PLAN_METHODS", "parse_options", "paper_settings", "apply_method", "save_summary_images"]
+__all__ = ["METHODS", "PLAN_METHODS", "PENALTY_WEIGHTS", "parse_options", "paper_settings", "apply_method",
+           "save_summary_images"]
 
 
 def parse_options(arg: str, **defaults) -> dict:
@@ -62,13 +67,16 @@ def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: f
                  ) -> ml_collections.ConfigDict:
     """Set ``config`` (a DIDD stream config) to run ``method``; returns it.
 
-    A DIDD mode only sets ``config.didd.mode``. A plan method switches ``config.algorithm`` and
-    ``config.domains.plan`` and adds the algorithm's default section; M3D takes DIDD's real batch and image learning
-    rate (``lr_img_other`` when given, else ``config.didd.lr_img``); DC/DSA keep their reference values.
+    A DIDD mode sets ``config.didd.mode`` (and, for a pixel-space baseline, its λ from :data:`PENALTY_WEIGHTS`).
+    A plan method switches ``config.algorithm`` and ``config.domains.plan`` and adds the algorithm's default section;
+    M3D takes DIDD's real batch and image learning rate (``lr_img_other`` when given, else ``config.didd.lr_img``);
+    DC/DSA keep their reference values.
     """
     check_choice("method", method, METHODS)
     if method in didd.MODES:
         config.didd.mode = method
+        if method in PENALTY_WEIGHTS:
+            config.didd.penalty_weight = PENALTY_WEIGHTS[method]
         return config
     plan, name = method.split("_")
     if not config.get("domains"):

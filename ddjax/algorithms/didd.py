@@ -266,7 +266,7 @@ def default_config() -> ml_collections.ConfigDict:
         lambda_alpha=1e-4, lambda_beta=1e-4,   # λ_α, λ_β (eq. 13)
         sigmas=(0.5, 1.0, 2.0),    # Gaussian kernel widths × the per-class median distance (M3D's kernel)
         unbiased=False,            # MMD V-statistic (defined at IPC 1)
-        penalty_weight=1.0,        # λ of the LwF / EWC / MAS / LF baselines (docs/didd.md: not swept yet)
+        penalty_weight=1.0,        # λ of LwF / EWC / MAS / LF (configs: launch.continual_methods.PENALTY_WEIGHTS)
         lwf_temperature=2.0,       # LwF's T
     ))
 
