@@ -10,7 +10,8 @@ For every chosen held-out domain, with the squeeze model the run uses (made and 
   relabel views; the normalised style distance (eq. 8) of S, of ψ(S; θ_e) and -- for scale -- of IPC random real
   images of every seen domain to the targets, per stage of the network;
 * per-layer, the size of each style term relative to the CE term (which one drives the images).
-Prints one JSON line per held-out domain; ``--out`` also writes them.
+With ``--validate``, also the held-out accuracy (dg_leave_one_out.py's protocol). Prints one JSON line per
+held-out domain; ``--out`` also writes them.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def stage_means(values: list[float], sizes: list[int]) -> dict:
     return {k: round(float(np.mean(v)), 4) for k, v in out.items()}
 
 
-def diagnose(config, held: int, collection) -> dict:
+def diagnose(config, held: int, collection, validate: bool = False) -> dict:
     hp = config.dtl
     k = collection.num_classes
     seen = [i for i in range(collection.num_domains) if i != held]
@@ -123,6 +124,14 @@ def diagnose(config, held: int, collection) -> dict:
     view_y = np.tile(s_y, len(soft) // n)       # view-major: views of image i at i, n + i, ...
     out["relabel_view_argmax_agrees_with_class"] = round(float(np.mean(np.argmax(soft, -1) == view_y)), 4)
     out["relabel_mean_max_prob"] = round(float(np.mean(np.max(soft, -1))), 4)
+    if validate:
+        e = config.eval
+        result = evaluate.evaluate_synthetic(
+            jax.random.PRNGKey(1000 + held), models.build_from_config(config.model, k), view["images"], soft,
+            held_ds.test_images, held_ds.test_labels, num_seeds=e.num_seeds, epochs=e.epochs, lr=e.lr,
+            momentum=e.momentum, weight_decay=e.weight_decay, batch_size=e.batch_size, dsa_strategy=e.dsa_strategy,
+            num_classes=k)
+        out["validation"] = result.to_dict()     # same protocol and keys as dg_leave_one_out.py
     return out
 
 
@@ -132,12 +141,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="key=value config override (repeatable)")
     parser.add_argument("--held", default="photo", help="comma list of held-out domains")
     parser.add_argument("--out", default="")
+    parser.add_argument("--validate", action="store_true", help="also train the validation networks (3 seeds)")
     args = parser.parse_args()
     config = load_config(args.config, args.set)
     collection = collection_from_config(config)
     rows = []
     for name in args.held.split(","):
-        row = diagnose(config, collection.index(name), collection)
+        row = diagnose(config, collection.index(name), collection, args.validate)
         row["set"] = args.set
         print(json.dumps(row), flush=True)
         rows.append(row)

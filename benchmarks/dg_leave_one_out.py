@@ -5,8 +5,10 @@ held-out domain's test split, with the library pieces the launcher uses (prepare
 
 PYTHONPATH=. python benchmarks/dg_leave_one_out.py --run=dtl@configs/dtl_tiny.py \
     --run=dtl_nodsm@configs/dtl_tiny.py@dtl.dsm=False --run=dtl_xarch@configs/dtl_tiny.py@@convnet:32,resnet50:4
-The name ``erm`` trains the validation network on all seen-domain training images instead (the "whole data" row),
-``random_real`` on IPC random real seen-domain images with hard labels.
+``--held=photo`` runs one held-out domain; ``--dump`` saves each phase's views; ``--views=DIR`` validates saved views
+on other networks (``@@resnet18,resnet50:4``) without distilling again. The name ``erm`` trains the validation
+network on all seen-domain training images instead (the "whole data" row), ``random_real`` on IPC random real
+seen-domain images with hard labels.
 """
 from __future__ import annotations
 
@@ -72,9 +74,11 @@ def distil(config, dataset):
 
 
 def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_dir: str, held_only: str = "",
-            dump: bool = False) -> dict:
+            dump: bool = False, views_dir: str = "") -> dict:
     """Every leave-one-out phase of one method (or only the held-out domains named in ``held_only``, comma
-    list); writes ``<out_dir>/<name>.json`` (and ``<name>_<domain>.npz`` with the views if ``dump``)."""
+    list); writes ``<out_dir>/<name>.json`` (and ``<name>_<domain>.npz`` with the views if ``dump``). With
+    ``views_dir``, the views of an earlier ``--dump`` are validated instead of distilling again (cross-architecture
+    validation of the same sets)."""
     config = load_config(config_path, sets)
     collection = collection_from_config(config)
     e = config.eval
@@ -92,6 +96,9 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
         test_x, test_y = held_out.test_images, held_out.test_labels
         if name == "erm":
             images, labels = dataset.train_images, dataset.train_labels
+        elif views_dir:
+            saved = np.load(os.path.join(views_dir, f"{name}_{collection.domains[held]}.npz"))
+            images, labels = saved["images"], saved["labels"]
         elif name == "random_real":  # IPC random real images of the seen domains, hard labels
             images, labels = evaluate.random_real_subset(jax.random.PRNGKey(held), dataset.train_images,
                                                          dataset.train_labels, config.ipc, dataset.num_classes)
@@ -130,13 +137,15 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/dg/results")
     parser.add_argument("--held", default="", help="comma list: only these held-out domains (default: all)")
     parser.add_argument("--dump", action="store_true", help="save each phase's views and labels (.npz)")
+    parser.add_argument("--views", default="", help="validate the views an earlier --dump saved in this folder")
     args = parser.parse_args()
     jax.config.update("jax_compilation_cache_dir", "/tmp/dg/jaxcache")
     for item in args.run:
         parts = item.split("@")
         name, config_path = parts[0], parts[1]
         sets = [s for s in (parts[2].split(",") if len(parts) > 2 else []) if s]
-        run_one(name, config_path, sets, parts[3] if len(parts) > 3 else "", args.out, args.held, args.dump)
+        run_one(name, config_path, sets, parts[3] if len(parts) > 3 else "", args.out, args.held, args.dump,
+                args.views)
 
 
 if __name__ == "__main__":
