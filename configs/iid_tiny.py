@@ -28,6 +28,7 @@ def get_config(base: str = "dm"):
     # as dm_tiny / m3d_tiny / idm_tiny; unknown base: validated later
     config.iid.lr_img = {"dm": 10.0, "m3d": 1.0, "idm": 2.0}.get(base, 10.0)
     # Paper weights for IPC 1/10 (lambda_cc 0.05, lambda_cm 0.01) and the authors' squared centralization.
+    config.iid.idm.factor = 1  # base="idm": as configs/idm_tiny.py (no partitioning of 8x8 digits)
     config.iid.lambda_cc = 0.05
     config.iid.lambda_cm = 0.01
     # Teacher: ConvNet-3 (width 64, instance norm) rather than the paper's ResNet-18, so the pool trains in about a
