@@ -146,20 +146,24 @@ def test_idc_network_update_is_one_hand_sgd_step_on_the_same_cutmix_batch():
     update = gm.real_data_sgd(batch, batch, gm.network_sgd(lr, 0.9, wd), cutmix=1.0)   # one step, CutMix always
     key = jax.random.PRNGKey(4)
     new, _ = jax.jit(lambda p: update.update(key, logits_fn, p, update.init(p), None, real, gm.loops("map")))(params)
-    # the same draws as the step (its documented key order), then everything by hand
-    k_data, _, k_mix = jax.random.split(jax.random.fold_in(key, 10_000), 3)
-    x, y = gm._sample_real_flat(k_data, real, batch)
+    # the same draws as the step (its documented key order), then everything by hand (one jitted oracle)
+    @jax.jit
+    def oracle(p):
+        k_data, _, k_mix = jax.random.split(jax.random.fold_in(key, 10_000), 3)
+        x, y = gm._sample_real_flat(k_data, real, batch)
+        mixed, perm, kept = augment.cutmix(k_mix, x, 1.0)
+
+        def loss(p):
+            logp = jax.nn.log_softmax(logits_fn(p, mixed))
+            rows = jnp.arange(batch)
+            return jnp.mean(-kept * logp[rows, y] - (1.0 - kept) * logp[rows, y[perm]])
+
+        return x, y, kept, jax.grad(loss)(p)
+
+    x, y, kept, g = oracle(params)
     for xi, yi in zip(np.asarray(x), np.asarray(y)):   # every drawn image is a real image of its label
         assert np.any(np.all(np.isclose(images[labels == yi], xi), axis=(1, 2, 3)))
-    mixed, perm, kept = jax.jit(augment.cutmix, static_argnums=2)(k_mix, x, 1.0)
     assert float(kept) < 1.0   # CutMix did paste a box
-
-    def loss(p):
-        logp = jax.nn.log_softmax(logits_fn(p, mixed))
-        rows = jnp.arange(batch)
-        return jnp.mean(-kept * logp[rows, y] - (1.0 - kept) * logp[rows, y[perm]])
-
-    g = jax.jit(jax.grad(loss))(params)
     expected = jax.tree.map(lambda p, gp: np.asarray(p) - lr * (np.asarray(gp) + wd * np.asarray(p)), params, g)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -214,15 +218,15 @@ def test_dream_idc_base_per_class_step_representatives_feature_term_and_clamp():
         logits = models.apply_model(model, {**variables, "params": p}, x, train=True)[0]
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.full(x.shape[0], c)))
 
-    @jax.jit
-    def terms(x_c, r_c, c):   # class c's (feature, gradient) terms, written out
+    def terms(x_c, r_c, c):   # class c's L_c = feature + gradient term, written out; aux: the two terms
         feature = jnp.sum((embed_flat(r_c).mean(0) - embed_flat(x_c).mean(0)) ** 2)
         gr, gs = jax.grad(ce)(variables["params"], r_c, c), jax.grad(ce)(variables["params"], x_c, c)
-        return feature, sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(gs)))
+        grad = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(gs)))
+        return feature + grad, (feature, grad)
 
-    grad_c = jax.jit(jax.grad(lambda x_c, r_c, c: sum(terms(x_c, r_c, c))))
+    grad_c = jax.jit(jax.value_and_grad(terms, has_aux=True))
     x0 = np.asarray(state.synthetic.images, np.float64)
-    values = np.array([[float(v) for v in terms(jnp.asarray(x0[c:c + 1], jnp.float32), reps[c], c)]
+    values = np.array([[float(v) for v in grad_c(jnp.asarray(x0[c:c + 1], jnp.float32), reps[c], c)[0][1]]
                        for c in range(2)])
     np.testing.assert_allclose(metrics["feature_match"], values[:, 0].sum() / 2, rtol=1e-4)
     np.testing.assert_allclose(metrics["grad_match"], values[:, 1].sum() / 2, rtol=1e-4)
@@ -230,7 +234,7 @@ def test_dream_idc_base_per_class_step_representatives_feature_term_and_clamp():
     x, v, g_first = x0.copy(), np.zeros_like(x0), None
     for c in range(2):
         g = np.zeros_like(x)
-        g[c:c + 1] = grad_c(jnp.asarray(x[c:c + 1], jnp.float32), reps[c], c)
+        g[c:c + 1] = grad_c(jnp.asarray(x[c:c + 1], jnp.float32), reps[c], c)[1]
         g_first = g if c == 0 else g_first
         v = g + 0.5 * v
         x = x - lr * v

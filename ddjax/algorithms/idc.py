@@ -17,10 +17,12 @@ Storage layout: ``state.synthetic.extras["stored"]`` ``(K·IPC, H, W, C)`` is th
 saves); ``state.synthetic.images``/``labels`` hold its decoded training set ``(K·IPC·factor², ...)``, so the
 launcher's evaluation trains on what IDC trains on. With ``factor=1`` the stored set is the image set itself.
 
-Differences from ``snu-mllab/Efficient-Dataset-Condensation:condense.py`` (on purpose): all classes are updated by
-one SGD step on the summed loss (the reference steps the optimizer once per class, so its momentum moves every
-class K times per round); no clamping of pixels to [0, 1] (ddjax's images live in normalised space); real batches
-for the network update are drawn with replacement.
+Image update: ``image_step="summed"`` takes one SGD step per round on the loss summed over classes;
+``"per_class"`` is ``snu-mllab/Efficient-Dataset-Condensation:condense.py``'s loop (``optim_img.zero_grad();
+loss.backward(); optim_img.step()`` for every class in turn, one momentum buffer for the whole tensor);
+``clamp_images`` clips the stored images to [0, 1] in pixel space (the real data's per-channel range) before every
+outer iteration, as ``condense.py``. docs/design.md gives the measured comparison behind the defaults. Other
+differences (on purpose): real batches for the network update are drawn with replacement.
 """
 from __future__ import annotations
 
