@@ -16,6 +16,8 @@ uninterrupted run (tested bit for bit). Per phase:
    phases and a resumed run find it), ``images/phase_<k>.png``, the evaluation (K networks trained ONCE on the set
    of the phase's ``eval_sets``, tested on each listed domain's test split), its record in ``metrics.jsonl``, then
    the checkpoint. A checkpoint at a phase end therefore always has its evaluation on disk.
+   Every ``metrics.jsonl`` record is mirrored to ``tensorboard/`` (global step numbers; a resume drops the events
+   after the restored step, as in :mod:`launch.run`).
 
 ``results.json`` is built from the phase records in ``metrics.jsonl`` (so it is whole after any resume):
 stream/joint/gather: ``accuracy_matrix`` (row k−1 = after phase k, column t−1 = domain t, seed means), ``A_T``
@@ -195,6 +197,8 @@ def run_staged(config: ml_collections.ConfigDict, workdir: str, stream: TextIO |
     record_config(workdir, config_dict)
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+    tensorboard = outputs.TensorBoardWriter(os.path.join(workdir, "tensorboard"),
+                                            resume_step=checkpointer.latest_step() or 0, stream=stream)
     try:
         metrics_path = os.path.join(workdir, "metrics.jsonl")
         start = checkpointer.latest_step() or 0
@@ -210,7 +214,7 @@ def run_staged(config: ml_collections.ConfigDict, workdir: str, stream: TextIO |
                   file=stream)
         elif os.path.exists(metrics_path):
             os.remove(metrics_path)   # records of an attempt that died before its first checkpoint
-        writer = outputs.MetricsWriter(metrics_path, resume_step=start or None)
+        writer = outputs.MetricsWriter(metrics_path, resume_step=start or None, tensorboard=tensorboard)
         progress = outputs.Progress(total, initial=start, stream=stream, log_every=config.log_every,
                                     desc=f"{config.algorithm} {config.domains.plan}")
         session_start = time.perf_counter()
@@ -229,6 +233,7 @@ def run_staged(config: ml_collections.ConfigDict, workdir: str, stream: TextIO |
         writer.close()
         return _results(config, config_dict, workdir, collection, plan, total, elapsed(), started)
     finally:
+        tensorboard.close()
         checkpointer.close()
 
 

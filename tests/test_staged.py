@@ -117,6 +117,10 @@ def test_resumed_stream_ends_bit_identical(straight, tmp_path, interrupted_after
         np.testing.assert_array_equal(a, b)
     steps = [r["step"] for r in _records(resumed) if "loss" in r]
     assert steps == list(range(1, 3 * STEPS + 1))   # no duplicated records after the resume
+    from launch.outputs.tensorboard import read_events
+    tb = [e.step for e in read_events(os.path.join(resumed, "tensorboard")) for v in e.summary.value
+          if v.tag == "train/loss"]
+    assert tb == list(range(1, 3 * STEPS + 1))      # the staged run's TensorBoard too, once per step
 
 
 def test_gather_evaluates_the_union_and_leave_one_out_never_trains_on_the_held_out_domain(tmp_path, monkeypatch):
