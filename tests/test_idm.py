@@ -132,10 +132,10 @@ def _reference_step_loss(config, model, variables, stored, pool, rng, acc):
 
 @pytest.fixture(scope="module")
 def idm_run():
-    """IDM at IPC 1 with a queue of one network, no training: the jitted step (compiled once for the module), the
-    initial state and the first step's result."""
+    """IDM at IPC 1 with a queue of one network trained one step after every step: the jitted step (compiled once
+    for the module), the initial state and the first step's result."""
     model = _model()
-    config = _config(ipc=1)
+    config = _config(ipc=1, train_steps=1)
     _, _, pool = _pool()
     algo = algorithms.get_algorithm(config, model, K, SHAPE)
     syn = algorithms.init_synthetic(jax.random.PRNGKey(1), pool, 1)
@@ -149,6 +149,10 @@ def test_step_equals_independent_computation_and_init_is_partitioned_real(idm_ru
     model, config, state, step = idm_run["model"], idm_run["config"], idm_run["state"], idm_run["step"]
     state1, m0 = idm_run["first"]
     assert float(m0["net_acc"]) == 0.0  # the network pushed at step 0 has not trained: no CE weight
+    # ... and trains after the image step: one SGD step on 8 real images, counted by its meter, kept in the state
+    assert float(state1.extras.networks.seen[0]) == 8 and int(state1.extras.networks.count) == 2  # 1 + 1 pushed
+    assert not np.allclose(state1.extras.networks.variables["params"]["head"]["kernel"],
+                           state.extras.networks.variables["params"]["head"]["kernel"])
 
     # the step-0 init: per class, mosaics of the 2x2 block means of 4 distinct real images of that class
     init = idm.partitioned_real(1, 2)(jax.random.PRNGKey(9), state.synthetic.extras["stored"], pool)
