@@ -14,7 +14,9 @@ matching rounds on it, run as ONE jitted program (a ``lax.scan`` over the rounds
 
    with ``ℓ`` the cross-entropy, ``D`` :func:`ddjax.losses.gradient_matching_distance` and the second term
    DREAM+'s bidirectional (mean-embedding) term, ``w_f = 0`` otherwise. The image gradient differentiates one
-   matching step (a gradient of a gradient), never through the rounds;
+   matching step (a gradient of a gradient), never through the rounds. ``image_step="per_class"`` instead takes
+   the authors' K steps per round, one per class on that class's term (:func:`_per_class_steps`); with
+   ``clamp_images`` the stored images are clipped to the real pixel range before the rounds;
 3. except after the last round (the network is discarded then), the network trains: DC/DSA ``net_epochs``
    epochs of plain SGD on the synthetic set (per-sample DSA for DSA), IDC/DREAM ``⌈net_samples / net_batch⌉``
    SGD steps (momentum, weight decay, CutMix) on real images.
