@@ -44,3 +44,34 @@ def time_step(step: Callable, state: Any, data: Any, repeats: int) -> dict:
 
     jax.block_until_ready(call())
     return {"compile_s": compile_s, "times": time_calls(call, repeats), **xla_analysis(compiled)}
+
+
+def load_config(path: str, arg: str | None = None):
+    """``get_config(arg)`` (or ``get_config()`` when ``arg`` is empty) of the config file at ``path``."""
+    import importlib.util   # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("benchmark_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def override_config(config, items):
+    """Apply ``key.sub=value`` overrides (a Python literal, else the string), as ``--config.key.sub=value`` would;
+    a float field keeps float type (``=1`` gives 1.0). Returns ``config``, changed in place."""
+    import ast   # noqa: PLC0415
+
+    for item in items:
+        key, sep, text = item.strip().partition("=")
+        if not sep:
+            raise SystemExit(f"override {item!r} is not key=value, e.g. didd.penalty_weight=0.1")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        *parents, leaf = key.strip().split(".")
+        target = config
+        for p in parents:
+            target = target[p]
+        target[leaf] = float(value) if isinstance(target[leaf], float) and isinstance(value, int) else value
+    return config

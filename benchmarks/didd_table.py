@@ -19,8 +19,6 @@ Prints one JSON line per run and the table; ``OUT/<tag>/table.json`` keeps every
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import json
 import os
 import sys
@@ -30,33 +28,18 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402
 from launch.run import run  # noqa: E402
 
 
 def load_config(path: str, arg: str):
     """``get_config(arg)`` of the config file at ``path``."""
-    spec = importlib.util.spec_from_file_location("didd_table_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return common.load_config(path, arg)
 
 
 def apply_overrides(config, items: list[str]):
     """``key.sub=value`` overrides (Python literals, else strings), as ``--config.key.sub=value`` would."""
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r} is not key=value, e.g. --set=didd.penalty_weight=0.1")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        *parents, leaf = key.split(".")
-        target = config
-        for p in parents:
-            target = target[p]
-        target[leaf] = type(target[leaf])(value) if isinstance(target[leaf], float) else value
-    return config
+    return common.override_config(config, items)
 
 
 def rate_spread(workdir: str, last_phase: int) -> dict:

@@ -15,8 +15,6 @@ the paired gains ``acc(variant, s) − acc(first, s)``.
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import json
 import os
 import sys
@@ -27,32 +25,21 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402
 from ddjax import algorithms, data  # noqa: E402
 from launch.config import validate_config  # noqa: E402
 from launch.run import build_eval_model, evaluate_set  # noqa: E402
 
 
 def load_config(spec: str):
+    """``PATH[:ARG]`` -> that config file's ``get_config(ARG)``."""
     path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("seed_gain_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    return common.load_config(path, arg)
 
 
 def apply_overrides(config, overrides: str):
-    for item in filter(None, (s.strip() for s in overrides.split(";"))):
-        key, _, raw = item.partition("=")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        *path, leaf = key.strip().split(".")
-        node = config
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return config
+    """``a.b=1;c=x`` -> each override applied (:func:`benchmarks.common.override_config`)."""
+    return common.override_config(config, [s for s in overrides.split(";") if s.strip()])
 
 
 def run_variant(name: str, config, seeds: list[int], steps: int, dataset, stream) -> list[dict]:

@@ -87,6 +87,11 @@ def save_curves(path: str | os.PathLike, history: Sequence[Mapping[str, Any]], *
 
     if title:
         fig.suptitle(title)
+    _save_png(fig, path)
+
+
+def _save_png(fig: Any, path: str | os.PathLike) -> None:
+    """Lay out and write ``fig`` as PNG, atomically."""
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
@@ -123,9 +128,7 @@ def save_heatmap(path: str | os.PathLike, matrix: Any, column_labels: Sequence[s
                     color="white" if v < 0.6 else "black")
     if title:
         ax.set_title(title, fontsize="medium")
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
+    _save_png(fig, path)
 
 
 def save_accuracy_curve(path: str | os.PathLike, values: Sequence[float], labels: Sequence[str], *,
@@ -142,9 +145,7 @@ def save_accuracy_curve(path: str | os.PathLike, values: Sequence[float], labels
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title, fontsize="medium")
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
+    _save_png(fig, path)
 
 
 def save_bar_chart(path: str | os.PathLike, labels: Sequence[str], series: Mapping[str, tuple[Sequence[float],
@@ -164,6 +165,4 @@ def save_bar_chart(path: str | os.PathLike, labels: Sequence[str], series: Mappi
     ax.set_ylabel(ylabel)
     ax.set_ylim(0.0, 1.0)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
+    _save_png(fig, path)
