@@ -20,7 +20,13 @@ def start(argv: list[str], example: str) -> None:
     if flags.FLAGS.config is None:
         print(f"error: no config given; run e.g. {example}", file=sys.stderr)
         sys.exit(2)
-    if not flags.FLAGS["verbosity"].present:  # orbax and jax log every action at INFO; --verbosity=0 shows them
+    quiet_logs()
+
+
+def quiet_logs() -> None:
+    """orbax and jax log every action at INFO (e.g. the missing-TPU line); show warnings only unless the user gave
+    ``--verbosity``. Every ``launch.*`` command calls this after absl parsed its flags."""
+    if not flags.FLAGS["verbosity"].present:  # --verbosity=0 shows them again
         logging.set_verbosity(logging.WARNING)
 
 

@@ -99,6 +99,7 @@ def main(argv):
               file=sys.stderr)
         sys.exit(2)
     from launch import cli   # noqa: PLC0415
+    cli.quiet_logs()
     rows = [cli.run_or_exit(read_run, folder) for folder in folders]
     print(markdown_table(rows))
     bar_chart(rows, FLAGS.out)

@@ -61,6 +61,7 @@ def main(argv):
               "--arch=AlexNet", file=sys.stderr)
         sys.exit(2)
     from launch import cli   # noqa: PLC0415
+    cli.quiet_logs()
     result, path = cli.run_or_exit(evaluate_saved, FLAGS.workdir, FLAGS.arch, FLAGS.synthetic, FLAGS.num_seeds,
                                    FLAGS.epochs)
     print(f"{FLAGS.arch}: {result['mean']:.4f} ± {result['std']:.4f} over {result['num_seeds']} seeds "

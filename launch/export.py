@@ -219,10 +219,8 @@ if __name__ == "__main__":
 
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        quiet = not flags.FLAGS["verbosity"].present
-        if quiet:
-            from absl import logging
-            logging.set_verbosity(logging.WARNING)
+        cli.quiet_logs()
+        quiet = not flags.FLAGS["verbosity"].present   # also silences tfds's progress bars
         f = flags.FLAGS
         if f.format is None:
             print(f"error: no --format given; pass --format={'|'.join(FORMATS)}", file=sys.stderr)
