@@ -108,9 +108,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.eval.get("model", ""):
         check_choice("eval.model", config.eval.model, models.MODEL_NAMES)
     check_choice("norm", config.model.norm, models.NORM_NAMES)
-    for name in str(config.eval.get("architectures", "")).split(","):
-        if name.strip():
-            models.build_architecture(name, 2)   # one line naming the valid architectures
+    models.parse_architectures(config.eval.get("architectures", ""))   # one line naming the valid architectures
     check_choice("synthetic init", config.init, algorithms.INIT_NAMES)
     augment.parse_strategy(config.dsa_strategy)
     augment.parse_strategy(config.eval.dsa_strategy)

@@ -23,14 +23,6 @@ from ddjax.errors import CheckpointError, ConfigError
 from launch import outputs
 
 
-def parse_architectures(names: str) -> tuple[str, ...]:
-    """``"AlexNet, VGG11"`` -> ``("AlexNet", "VGG11")``; each name checked (one-line ConfigError if unknown)."""
-    parsed = tuple(n.strip() for n in names.split(",") if n.strip())
-    for name in parsed:
-        models.build_architecture(name, 2)   # validates the name without building parameters
-    return parsed
-
-
 def architecture_key(seed: int, name: str) -> jax.Array:
     """The evaluation key of architecture ``name`` for a run with ``seed``: ``fold_in(PRNGKey(seed), crc32(name))``
     (case-insensitive name), the same in the run and in ``launch.evaluate``."""

@@ -5,8 +5,8 @@ Trains ``K`` fresh networks of architecture ``NAME`` (``ConvNet``, ``ConvNetW64`
 ``AlexNet``, ``VGG11``, ``VGG11BN``, ``ResNet18``, ``ResNet18BN``, ``ResNet50``, ...: :func:`ddjax.models.
 build_architecture`) on the set a finished run saved (``W/synthetic.npz``, or ``--synthetic``) with that run's data
 and evaluation protocol (``W/config.json``), and writes ``W/eval_<NAME>.json``: ``{"mean", "std", "per_seed"}`` as
-in ``results.json`` (beside the npz when only ``--synthetic`` is given). The key is the run's seed folded with the name, so this equals the run's own
-``config.eval.architectures`` evaluation of the same set. A user error prints ``error: <one line>`` and exits 2.
+in ``results.json`` (beside the npz when only ``--synthetic`` is given). The key is the run's seed folded with the
+name, so this equals the run's own ``config.eval.architectures`` evaluation of the same set. A user error prints ``error: <one line>`` and exits 2.
 """
 from __future__ import annotations
 

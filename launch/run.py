@@ -14,7 +14,8 @@ Workdir outputs:
                              pixels without the dataset: ``mean``/``std``, the ZCA transform, ``class_names``,
                              ``image_shape``, ``config`` (JSON); ``ddjax.load_synthetic(path)`` reads it
   ``results.json``           algorithm, dataset, ipc, steps, seconds, synthetic/random_real {mean, std, per_seed}
-                             (and ``cross_architecture``: name -> {mean, std, per_seed} for ``config.eval.architectures``)
+                             (and ``cross_architecture``: name -> {mean, std, per_seed}, one per
+                             ``config.eval.architectures`` entry)
   ``eval_<NAME>.json``       one per ``config.eval.architectures`` entry (:mod:`launch.cross_architecture`)
 
 With ``config.domains.source`` set, the run is staged over a domain collection (:mod:`launch.staged`): the same
@@ -206,7 +207,7 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     view = algorithms.eval_view(state, config)
     cross = {name: cross_architecture.evaluate_architecture(name, config, dataset, view["images"], view["labels"],
                                                             view.get("lr"))
-             for name in cross_architecture.parse_architectures(config.eval.architectures)}
+             for name in models.parse_architectures(config.eval.architectures)}
     for name, accuracy in cross.items():
         result.setdefault("cross_architecture", {})[name] = {k: accuracy[k] for k in ("mean", "std", "per_seed")}
         writer.write(step=final_step, **{f"{name}_acc": accuracy["mean"], f"{name}_acc_std": accuracy["std"]})

@@ -27,7 +27,8 @@ from ddjax.models.style_transfer import ConditionalInstanceNorm, StyleTransfer, 
 MODEL_NAMES = ("convnet", "resnet18", "resnet50", "alexnet", "vgg11")
 
 __all__ = ["build_from_config", "ACTIVATION_NAMES", "MODEL_NAMES", "NORM_NAMES", "OUTPUT_NAMES", "POOLING_NAMES",
-           "ConvNet", "ResNet18", "ResNet50", "AlexNet", "VGG11", "ARCHITECTURE_EXAMPLES", "build_architecture", "ConditionalInstanceNorm", "StyleTransfer", "bn_inputs", "domain_weights",
+           "ConvNet", "ResNet18", "ResNet50", "AlexNet", "VGG11", "ARCHITECTURE_EXAMPLES", "build_architecture",
+           "parse_architectures", "ConditionalInstanceNorm", "StyleTransfer", "bn_inputs", "domain_weights",
            "apply_model", "build_model", "count_params", "init_model"]
 
 
@@ -66,6 +67,15 @@ _CONVNET_NORMS = {"nn": "none", "bn": "batch", "ln": "layer", "in": "instance", 
 _CONVNET_POOLS = {"ap": "avg", "mp": "max", "np": "none"}
 
 
+def parse_architectures(names: str) -> tuple[str, ...]:
+    """``"AlexNet, VGG11"`` -> ``("AlexNet", "VGG11")``; each name checked by :func:`build_architecture` (one-line
+    ConfigError naming the valid architectures); ``""`` -> ``()``."""
+    parsed = tuple(n.strip() for n in str(names).split(",") if n.strip())
+    for name in parsed:
+        build_architecture(name, 2)   # validates the name; builds no parameters
+    return parsed
+
+
 def build_architecture(name: str, num_classes: int) -> nn.Module:
     """A network by its DD-literature name (:data:`ARCHITECTURE_EXAMPLES`; case-insensitive), as DC's
     ``get_network`` builds it: ``ResNet18`` is instance norm there and here, ``ResNet18BN`` batch norm,
@@ -83,7 +93,8 @@ def build_architecture(name: str, num_classes: int) -> nn.Module:
                           "also as ConvNetW<width>, ConvNetD<depth>, ConvNetNN/BN/LN/IN/GN, ConvNetAP/MP/NP)")
     width, depth, norm, pool = match.groups()
     return build_model("convnet", num_classes, width=int(width) if width else 128, depth=int(depth) if depth else 3,
-                       norm=_CONVNET_NORMS[norm] if norm else "instance", pooling=_CONVNET_POOLS[pool] if pool else "avg")
+                       norm=_CONVNET_NORMS[norm] if norm else "instance",
+                       pooling=_CONVNET_POOLS[pool] if pool else "avg")
 
 
 def build_from_config(model_config: Any, num_classes: int) -> nn.Module:
