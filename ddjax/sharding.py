@@ -9,14 +9,15 @@ Meshes (:func:`make_mesh`, built with ``jax.make_mesh`` over all devices of the 
   all-reduce).
 - ``seeds``: the evaluator's mesh (:func:`seed_mesh`): the K independently trained networks of an evaluation (and
   MTT's experts, IID's teachers, which are trained by the same function) are split over the devices with
-  :func:`map_over_seeds`; each device trains its own seeds, no communication.
+  :func:`map_over_seeds`; each device trains its own seeds, no communication. It uses the fewest devices that
+  give the same wall time (:func:`seed_devices`), so idle devices do not train padding.
 
 The policy, the same for every family and both axes: an axis of size ``B`` split over ``n`` devices gives each
-device ``ceil(B / n)`` rows; when ``n`` does not divide ``B`` the last devices' surplus rows are padding whose
-results are dropped (XLA's SPMD partitioner pads and masks a constrained batch axis; :func:`map_over_seeds` pads
-the seed axis with copies of the last seed), so results equal the one-device ones and the cost is
-``(ceil(B / n) · n − B) / B`` wasted work. The one error: an axis smaller than the device count
-(:func:`check_split`), where whole devices would compute nothing but padding.
+device ``ceil(B / n)`` rows; when ``n`` does not divide ``B`` the surplus rows are padding whose results are
+dropped (XLA's SPMD partitioner pads and masks a constrained batch axis; :func:`map_over_seeds` pads the seed axis
+with copies of the last seed, on the fewest devices that carry the ``ceil(K / n)`` load), so results equal the
+one-device ones and the cost is at most ``(ceil(B / n) · n − B) / B`` extra work. The one error: a ``data`` batch
+smaller than the device count (:func:`check_split`), where whole devices would compute nothing but padding.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from ddjax.errors import ConfigError
@@ -44,14 +46,6 @@ def make_mesh(devices: Sequence[jax.Device] | None = None, axis: str = DATA_AXIS
 def seed_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """The evaluator's mesh: one ``seeds`` axis over ``devices`` (default: all)."""
     return make_mesh(devices, SEEDS_AXIS)
-
-
-def as_seed_mesh(mesh: Mesh | None) -> Mesh | None:
-    """``mesh``'s devices as a ``seeds`` mesh (a ``data`` mesh handed to the evaluator trains its seeds over the
-    same devices); None stays None."""
-    if mesh is None or mesh.axis_names == (SEEDS_AXIS,):
-        return mesh
-    return seed_mesh(list(mesh.devices.flat))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -100,37 +94,53 @@ def split_batch(mesh: Mesh | None, size: int, what: str, axis: int = 0) -> Calla
     return batch_splitter(mesh, axis)
 
 
+def seed_devices(num_seeds: int, n: int) -> int:
+    """How many of ``n`` devices train ``num_seeds`` seeds: the per-device load ``L = ceil(K / n)`` (the wall time
+    of using all ``n``) spread over the fewest devices that carry it, ``ceil(K / L)``, so at most ``L − 1`` padded
+    seeds (K = 2 on 8 devices: 2 devices, 1 seed each; K = 10: 5 devices, 2 each; K = 5: 5 devices)."""
+    load = math.ceil(num_seeds / n)
+    return math.ceil(num_seeds / load)
+
+
 def map_over_seeds(fn: Callable[..., Any], mesh: Mesh | None, per_seed: tuple, shared: tuple = (),
                    **static: Any) -> Any:
-    """``fn(*per_seed, *shared, **static)`` with the leading (seed) axis of every ``per_seed`` array split over the
-    mesh's ``seeds`` axis (``jax.shard_map``: each device runs ``fn`` on its own ``ceil(K / n)`` seeds, ``shared``
-    is replicated). ``fn`` must treat seeds independently (a vmap/map over them) and return arrays with the seed
-    axis first; ``static`` are hashable keyword arguments (the compiled program is cached per ``fn``, mesh and
-    ``static``). K not divisible by n: padded with copies of the last seed, their results dropped. Without a mesh
-    or with one device: ``fn`` called as is. A ``data`` mesh is used as a ``seeds`` mesh over its devices.
+    """``fn(*per_seed, *shared, **static)`` with the leading (seed) axis of every ``per_seed`` array split over
+    devices of the mesh (``jax.shard_map`` over a ``seeds`` axis of :func:`seed_devices` of them: each trains its own
+    seeds, no communication; ``shared`` is replicated). ``fn`` must treat seeds independently (a vmap/map over
+    them) and return arrays with the seed axis first; ``static`` are hashable keyword arguments (the compiled
+    program is cached per ``fn``, devices and ``static``). K not divisible by the devices used: padded with copies
+    of the last seed, their results dropped. Only the mesh's devices of this process are used. Without a mesh,
+    with one device or one seed: ``fn`` called as is.
     """
-    mesh = as_seed_mesh(mesh)
-    n = axis_size(mesh, SEEDS_AXIS)
-    if n == 1:
-        return fn(*per_seed, *shared, **static)
     k = int(jax.tree.leaves(per_seed)[0].shape[0])
-    padded = math.ceil(k / n) * n
+    # This process's devices only: in a multi-process run every process trains the same seeds (the results stay
+    # host-readable; no cross-host traffic).
+    local = [] if mesh is None else [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    m = seed_devices(k, len(local)) if local else 1
+    if m == 1:
+        return fn(*per_seed, *shared, **static)
+    mesh = seed_mesh(local[:m])
+    padded = math.ceil(k / m) * m
 
-    def pad(x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
-        return x if padded == k else jnp.concatenate([x, jnp.repeat(x[-1:], padded - k, axis=0)])
+    def pad(x: Any) -> Any:  # on the host where it can (no small programs to compile); typed PRNG keys on device
+        if padded == k:
+            return x
+        xp = jnp if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key) else np
+        x = x if xp is jnp else np.asarray(x)
+        return xp.concatenate([x, xp.repeat(x[-1:], padded - k, axis=0)])
 
     per_seed = jax.device_put(jax.tree.map(pad, tuple(per_seed)), NamedSharding(mesh, P(SEEDS_AXIS)))
     shared = replicate(tuple(shared), mesh)
-    program = _seed_program(fn, mesh, len(per_seed), len(shared), tuple(sorted(static.items())))
-    out = program(*per_seed, *shared)
-    return out if padded == k else jax.tree.map(lambda x: x[:k], out)
+    program = _seed_program(fn, mesh, len(per_seed), len(shared), k, tuple(sorted(static.items())))
+    return program(*per_seed, *shared)
 
 
 @functools.lru_cache(maxsize=64)
-def _seed_program(fn: Callable[..., Any], mesh: Mesh, n_per_seed: int, n_shared: int,
+def _seed_program(fn: Callable[..., Any], mesh: Mesh, n_per_seed: int, n_shared: int, num_seeds: int,
                   static: tuple[tuple[str, Any], ...]) -> Callable[..., Any]:
-    """The jitted ``shard_map`` of :func:`map_over_seeds`, one per (fn, mesh, arity, static arguments)."""
-    body = functools.partial(fn, **dict(static))
-    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(SEEDS_AXIS),) * n_per_seed + (P(),) * n_shared,
-                                 out_specs=P(SEEDS_AXIS), check_vma=False))
+    """The jitted ``shard_map`` of :func:`map_over_seeds` (padding seeds dropped inside), one per (fn, mesh,
+    arity, seed count, static arguments)."""
+    mapped = jax.shard_map(functools.partial(fn, **dict(static)), mesh=mesh,
+                           in_specs=(P(SEEDS_AXIS),) * n_per_seed + (P(),) * n_shared, out_specs=P(SEEDS_AXIS),
+                           check_vma=False)
+    return jax.jit(lambda *args: jax.tree.map(lambda x: x[:num_seeds], mapped(*args)))

@@ -55,7 +55,8 @@ def build_eval_model(config: ml_collections.ConfigDict, num_classes: int):
 
 def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, images, labels,
                  dataset: data.Dataset, lr: float | None = None) -> evaluate.EvalResult:
-    """Train ``config.eval.num_seeds`` fresh networks on (images, labels) in one vmapped program; test accuracy.
+    """Train ``config.eval.num_seeds`` fresh networks on (images, labels) in one program, the seeds split over the
+    devices (:func:`ddjax.sharding.map_over_seeds`); test accuracy.
 
     ``lr``: the training learning rate when the algorithm learned one (MTT/SATM's α) and ``config.eval.learned_lr``
     is on; ``config.eval.lr`` otherwise."""
@@ -65,7 +66,7 @@ def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, image
         key, model, np.asarray(images), np.asarray(labels), dataset.test_images, dataset.test_labels,
         num_seeds=e.num_seeds, epochs=e.epochs, lr=train_lr, momentum=e.momentum, weight_decay=e.weight_decay,
         batch_size=e.batch_size, dsa_strategy=e.dsa_strategy, num_classes=dataset.num_classes,
-        protocol=e.protocol, cutmix_p=e.cutmix_p)
+        protocol=e.protocol, cutmix_p=e.cutmix_p, mesh=make_mesh())
 
 
 def train_steps(state, step_fn: Callable, step_data, first: int, last: int, *, config: ml_collections.ConfigDict,

@@ -338,9 +338,10 @@ def expert_spec(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collecti
     }
 
 
-def make_expert_buffer(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collections.ConfigDict
-                       ) -> experts.ExpertBuffer:
-    """Train the expert trajectories ``expert_spec`` describes (one jitted program)."""
+def make_expert_buffer(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collections.ConfigDict,
+                       mesh: Mesh | None = None) -> experts.ExpertBuffer:
+    """Train the expert trajectories ``expert_spec`` describes (one jitted program; the experts split over the
+    devices of ``mesh``)."""
     spec = expert_spec(config, dataset, hp)
     model = models.build_from_config(config.model, dataset.num_classes)
     sharp = spec["sharpness"]
@@ -349,15 +350,16 @@ def make_expert_buffer(config: ml_collections.ConfigDict, dataset: Any, hp: ml_c
         num_experts=spec["num_experts"], epochs=spec["epochs"], lr=spec["lr"], momentum=spec["momentum"],
         weight_decay=spec["weight_decay"], batch_size=spec["batch_size"], dsa_strategy=spec["dsa_strategy"],
         sharpness=None if sharp is None else (sharp["variant"], sharp["rho"], sharp["alpha"]),
-        num_classes=dataset.num_classes)
+        num_classes=dataset.num_classes, mesh=mesh)
 
 
 def load_or_make_experts(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collections.ConfigDict,
-                         stream: TextIO | None = None) -> tuple[experts.ExpertBuffer, str]:
+                         stream: TextIO | None = None, mesh: Mesh | None = None
+                         ) -> tuple[experts.ExpertBuffer, str]:
     """The expert buffer for this config from the pretrained store, made first if missing and allowed."""
     spec = expert_spec(config, dataset, hp)
     tree, path = pretrained.load_or_make(
-        "experts", spec, lambda: make_expert_buffer(config, dataset, hp).params, root=config.pretrained_dir,
+        "experts", spec, lambda: make_expert_buffer(config, dataset, hp, mesh).params, root=config.pretrained_dir,
         allow_make=config.make_pretrained, how_to_make="python -m launch.experts --config=<this config>",
         stream=stream)
     buffer = experts.ExpertBuffer(params=jax.tree.map(jnp.asarray, tree))
@@ -383,7 +385,7 @@ def config_model_text(model: nn.Module) -> str:
 def _prepare(name: str):
     def prepare(config, dataset, real, mesh, stream) -> experts.ExpertBuffer:
         hp = config[name]
-        buffer, path = load_or_make_experts(config, dataset, hp, stream)
+        buffer, path = load_or_make_experts(config, dataset, hp, stream, mesh)
         model = models.build_from_config(config.model, dataset.num_classes)
         check_buffer(buffer, model, dataset.image_shape, where=f"the expert buffer at {path}")
         experts.check_segment(buffer.num_snapshots, hp.max_start_epoch, hp.expert_epochs, hp.min_start_epoch)
