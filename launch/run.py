@@ -23,7 +23,6 @@ step loop (:func:`train_steps`) per phase, with per-phase outputs documented the
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -69,27 +68,48 @@ def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, image
         protocol=e.protocol, cutmix_p=e.cutmix_p, mesh=make_mesh())
 
 
+@jax.jit
+def _watch(first_bad: jax.Array, bad_loss: jax.Array, loss: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Device-side divergence record: the first step whose loss was non-finite (0: none yet) and that loss."""
+    new = (first_bad == 0) & ~jnp.isfinite(loss)
+    return jnp.where(new, step, first_bad), jnp.where(new, loss.astype(jnp.float32), bad_loss)
+
+
 def train_steps(state, step_fn: Callable, step_data, first: int, last: int, *, config: ml_collections.ConfigDict,
                 writer: outputs.MetricsWriter, progress: outputs.Progress, checkpointer: Checkpointer,
                 elapsed: Callable[[], float], on_step: Callable[[int, Any], None] | None = None):
     """Run the jitted ``step_fn`` for steps ``first..last`` (1-based, inclusive): stop on a non-finite loss, log
     every ``config.log_every`` steps and at ``last``, call ``on_step(step, state)``, checkpoint every
     ``config.checkpoint_every`` steps before ``last`` (the caller saves ``last`` itself, after what it does at the
-    end). Shared by the single-dataset run and every phase of a staged run. Returns the state after ``last``."""
+    end). Shared by the single-dataset run and every phase of a staged run. Returns the state after ``last``.
+
+    No host sync between those steps (issue 15): the loss stays on device and :func:`_watch` records the first
+    step that went non-finite; the record is read only at log, checkpoint, evaluation (``config.eval.every``, when
+    ``on_step`` is given) and last steps, so the error still names that step, and a checkpoint is written only of
+    a state known finite (the last good one is kept)."""
+    first_bad, bad_loss = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
+    eval_every = config.eval.every if on_step is not None else 0
     for step in range(first, last + 1):
         state, metrics = step_fn(state, step_data)
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            raise DivergenceError(
-                f"loss became {loss} at step {step}; the last good checkpoint (step {checkpointer.latest_step()}) is "
-                f"kept in {checkpointer.directory}; lower the image learning rate (--config.{config.algorithm}.lr_img)"
-                " or check the data")
-        progress.update(step, loss=loss)
-        if step % config.log_every == 0 or step == last:
-            writer.write(step=step, seconds=elapsed(), **{k: float(v) for k, v in metrics.items()})
+        first_bad, bad_loss = _watch(first_bad, bad_loss, metrics["loss"], step)
+        logged = step % config.log_every == 0 or step == last
+        saved = step % config.checkpoint_every == 0 and step != last
+        if logged or saved or (eval_every and step % eval_every == 0):
+            bad = int(first_bad)  # the one host sync
+            if bad:
+                raise DivergenceError(
+                    f"loss became {float(bad_loss)} at step {bad}; the last good checkpoint (step "
+                    f"{checkpointer.latest_step()}) is kept in {checkpointer.directory}; lower the image learning "
+                    f"rate (--config.{config.algorithm}.lr_img) or check the data")
+        if logged:
+            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            progress.update(step, loss=values["loss"])
+            writer.write(step=step, seconds=elapsed(), **values)
+        else:
+            progress.update(step)
         if on_step is not None:
             on_step(step, state)
-        if step % config.checkpoint_every == 0 and step != last:
+        if saved:
             checkpointer.save(step, state, {"step": step, "seconds": elapsed()})
     return state
 
