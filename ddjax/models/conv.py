@@ -12,11 +12,15 @@ both flattened to ``(N·H·W, ·)`` (:func:`kernel_gradient`). A first version w
 and feature axes swapped; that fixed the loops but ran large batches slowly (B=256, 32×32, 1→128: 1.79 s vs
 0.06 s; 16×16, 128→128: 1.91 s vs 0.42 s; 2026-11-30, 2 cores), which made gradient matching's per-class real
 gradients 3.5× slower than they are now. XLA runs matrix products at full speed in or out of loops (in a
-``scan``: 0.40 s per product set vs 2.3 s for the swapped conv at 16×16). The input gradient is JAX's own (already
-fast). Only plain stride-1, undilated, ungrouped convolutions take this path; anything else falls through to the
-stock op.
-Reverse-over-reverse differentiation (meta-gradients through unrolled training) works: the backward rule is
-made of differentiable JAX ops.
+``scan``: 0.40 s per product set vs 2.3 s for the swapped conv at 16×16). Only plain stride-1, undilated, ungrouped
+convolutions take this path; anything else falls through to the stock op.
+
+Meta-gradients (reverse-over-reverse through unrolled training) stay on this rule: the forward rule returns the
+custom function itself and the input gradient is the custom convolution of the output gradient with the flipped,
+transposed kernel (transposed padding ``k-1-lo``; negative pads crop). Stock rules here made XLA:CPU emit
+kernel-gradient convs with the whole image as window (10 GFLOP/s unrolled; inside a rolled ``scan`` a naive loop
+nest, 0.3–0.5 GFLOP/s): MTT rolled N=2 took 210 s, 5.9 s after this change (docs/performance.md).
+Forward-mode (``jax.jvp``) through this function raises, as for any ``custom_vjp``; ddjax uses none.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
                                         feature_group_count=feature_group_count,
                                         batch_group_count=batch_group_count, precision=precision,
                                         preferred_element_type=preferred_element_type)
-    return _conv(tuple((int(lo), int(hi)) for lo, hi in padding), lhs, rhs)
+    return _conv_any(tuple((int(lo), int(hi)) for lo, hi in padding), lhs, rhs)
 
 
 def _is_nhwc(dimension_numbers: Any, ndim: int) -> bool:
@@ -58,20 +62,36 @@ def _stock(padding, x, k):
     return lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=_DN)
 
 
+def _conv_any(padding, x, k):
+    """``_conv`` for any integer padding: a negative pad crops the input instead (``jnp.pad`` in
+    :func:`kernel_gradient` rejects negative widths). The transposed padding of the input gradient is negative
+    when a layer pads by more than ``k - 1`` (the 28×28 first layer, padding 3)."""
+    if all(lo >= 0 and hi >= 0 for lo, hi in padding):
+        return _conv(padding, x, k)
+    crop = tuple(slice(-min(lo, 0), x.shape[1 + i] + min(hi, 0)) for i, (lo, hi) in enumerate(padding))
+    return _conv(tuple((max(lo, 0), max(hi, 0)) for lo, hi in padding), x[:, crop[0], crop[1]], k)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _conv(padding, x, k):
     return _stock(padding, x, k)
 
 
 def _conv_fwd(padding, x, k):
-    return _stock(padding, x, k), (x, k)
+    # the custom function itself, not ``_stock``: a second-order pass differentiates this rule, and must meet the
+    # custom rule again rather than XLA's stock transpose convs (slow kernel-gradient convs with the whole image as
+    # window, elemental loop nests inside a rolled scan; docs/performance.md)
+    return _conv(padding, x, k), (x, k)
 
 
 def _conv_bwd(padding, residuals, g):
+    """``dx = conv(g, flip(k)ᵀ)`` with the transposed padding ``(k-1-lo, k-1-hi)`` (through ``_conv`` again, so
+    every order of differentiation stays on this rule), ``dk`` = :func:`kernel_gradient`."""
     x, k = residuals
-    _, x_vjp = jax.vjp(lambda x_: _stock(padding, x_, k), x)
-    (dx,) = x_vjp(g)
-    return dx, kernel_gradient(padding, x, g, k.shape[:2])
+    kh, kw = k.shape[:2]
+    pad_t = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]), (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
+    dx = _conv_any(pad_t, g, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2))
+    return dx, kernel_gradient(padding, x, g, (kh, kw))
 
 
 def kernel_gradient(padding: tuple[tuple[int, int], tuple[int, int]], x: jax.Array, g: jax.Array,
