@@ -12,10 +12,11 @@ from jax import lax
 from ddjax.models.conv import conv_general_dilated as custom_conv
 
 DN = ("NHWC", "HWIO", "NHWC")
-# (padding, image side, c_in, c_out): symmetric 1; asymmetric (0,2)/(1,0); the 28×28 first layer's padding 3 on
+# (padding, image side, c_in, c_out): symmetric 1 with 10 outputs (XLA's conv for the value; ≤ 8 outputs take
+# narrow_conv's product + shifted adds); asymmetric (0,2)/(1,0); the 28×28 first layer's padding 3 on
 # one channel (transposed padding -1, cropped); ≤ 8 output channels with many inputs (the first layer's dx shape;
 # 20 inputs also take kernel_gradient's nine-product path, 3 and 1 its stacked-shift path)
-CASES = [(((1, 1), (1, 1)), (6, 5), 3, 4), (((0, 2), (1, 0)), (6, 5), 3, 4), (((3, 3), (3, 3)), (7, 7), 1, 4),
+CASES = [(((1, 1), (1, 1)), (6, 5), 3, 10), (((0, 2), (1, 0)), (6, 5), 3, 4), (((3, 3), (3, 3)), (7, 7), 1, 4),
          (((1, 1), (1, 1)), (5, 6), 20, 1)]
 
 
@@ -75,7 +76,7 @@ def test_meta_gradient_uses_only_small_kernel_convolutions():
     """Fix A: the outer pass re-enters the custom rule, so no convolution in the meta-gradient's program has a
     large window (stock transposes compute ``dk`` as a conv whose kernel is the whole output gradient map)."""
     padding = ((1, 1), (1, 1))
-    x, k = _data((8, 8), 3, 4, jnp.float32)
+    x, k = _data((8, 8), 12, 16, jnp.float32)   # > 8 outputs both ways: XLA convs, not narrow_conv
     _, outer = _meta_loss(_mine, padding)
     _, outer_stock = _meta_loss(_stock, padding)
     assert (8, 8) in _conv_windows(outer_stock, x, k)   # the check can fail: stock rules emit image-sized windows

@@ -34,6 +34,8 @@ from jax import lax
 _DN = ("NHWC", "HWIO", "NHWC")
 #: At most this many stacked input channels (kw·C_in) take the three-product path of :func:`kernel_gradient`.
 _STACK_CHANNELS = 48
+#: At most this many output channels take :func:`narrow_conv` (one product + shifted adds) for the value.
+_NARROW_OUT = 8
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any, lhs_dilation=None,
@@ -59,7 +61,25 @@ def _is_nhwc(dimension_numbers: Any, ndim: int) -> bool:
 
 
 def _stock(padding, x, k):
+    """The convolution's value: XLA's conv, or :func:`narrow_conv` for at most ``_NARROW_OUT`` output channels."""
+    if k.shape[-1] <= _NARROW_OUT:
+        return narrow_conv(padding, x, k)
     return lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=_DN)
+
+
+def narrow_conv(padding: tuple[tuple[int, int], tuple[int, int]], x: jax.Array, k: jax.Array) -> jax.Array:
+    """A stride-1 NHWC/HWIO convolution with few output channels as one matrix product and ``kh·kw`` shifted adds:
+    ``Z = X_pad · [k_00 … k_(kh-1)(kw-1)]`` (``(N·H_p·W_p, C_in) × (C_in, kh·kw·C_out)``), then
+    ``y[n, i, j] = Σ_ab Z[n, i + a, j + b, (a, b)]``. XLA:CPU runs a conv with one output channel (the first layer's
+    input gradient, 128→1) at 1–2 GFLOP/s, memory-bound; the product runs near matmul speed (docs/performance.md).
+    Padding must be non-negative."""
+    kh, kw, c_in, c_out = k.shape
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    n, hp, wp, _ = xp.shape
+    h, w = hp - kh + 1, wp - kw + 1
+    z = (xp.reshape(n * hp * wp, c_in) @ k.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out))
+    z = z.reshape(n, hp, wp, kh, kw, c_out)
+    return sum(z[:, a:a + h, b:b + w, a, b] for a in range(kh) for b in range(kw))
 
 
 def _conv_any(padding, x, k):
