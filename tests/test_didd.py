@@ -289,7 +289,7 @@ def test_bad_config_is_one_line(setup, field, value, needle):
 
 def test_bad_batch_and_shape_are_one_line(setup):
     pool, model, previous, _ = setup
-    with pytest.raises(ConfigError, match="divisible") as info:
+    with pytest.raises(ConfigError, match="smaller than the 8 devices") as info:
         didd.make(_config(batch_real=6), model, K, SHAPE, mesh=make_mesh())
     assert "\n" not in str(info.value)
     algo = didd.make(_config(), model, K, SHAPE)

@@ -45,9 +45,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
-from ddjax import augment, losses, models
+from ddjax import augment, losses, models, sharding
 from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet, sample_per_class
 from ddjax.algorithms.multiformation import check_factor, decode_zoom, mosaic
 from ddjax.errors import ConfigError, check_choice
@@ -296,9 +296,7 @@ def _check(config: ml_collections.ConfigDict, image_shape, mesh: Mesh | None) ->
         raise ConfigError("didd.unbiased=True needs >= 2 decoded images per class; set didd.unbiased=False")
     if hp.mode == "lwf" and not hp.lwf_temperature > 0:
         raise ConfigError(f"didd.lwf_temperature must be > 0, got {hp.lwf_temperature}")
-    if mesh is not None and hp.batch_real % mesh.shape["data"]:
-        raise ConfigError(f"didd.batch_real={hp.batch_real} must be divisible by the {mesh.shape['data']} devices "
-                          "of the data axis; change --config.didd.batch_real")
+    sharding.check_split(hp.batch_real, mesh, f"didd.batch_real={hp.batch_real}")
 
 
 def class_mmd(a: jax.Array, b: jax.Array, scales: tuple[float, ...], unbiased: bool) -> jax.Array:
@@ -320,7 +318,7 @@ class StepSpec(NamedTuple):
     scales: tuple[float, ...]
     unbiased: bool
     init_mix: bool
-    mesh: Mesh | None
+    split: Callable[[jax.Array], jax.Array]  # the real batch (K, B, ...) split over the mesh along B
     update: AsymmetricUpdate
     penalty: Penalty | None
     image_opt: optax.GradientTransformation
@@ -505,8 +503,7 @@ def didd_step(spec: StepSpec, state: DistillState, real_pool: RealPool, branch: 
     variables = models.init_model(spec.model, k_net, spec.image_shape)
     aug_keys = jax.random.split(k_aug, spec.num_classes)
     real = sample_per_class(k_real, real_pool, spec.batch_real)
-    if spec.mesh is not None:
-        real = jax.lax.with_sharding_constraint(real, NamedSharding(spec.mesh, P(None, "data")))
+    real = spec.split(real)
     inputs = StepInputs(variables, aug_keys, jnp.zeros(()))
     inputs = inputs._replace(real_embed=jax.lax.stop_gradient(network_outputs(spec, inputs, real)["embed"]))
 
@@ -567,7 +564,8 @@ def make_spec(config: ml_collections.ConfigDict, model: nn.Module, num_classes: 
     return StepSpec(model=model, num_classes=num_classes, ipc=ipc, image_shape=image_shape, factor=hp.factor,
                     strategy=config.dsa_strategy, aug_mode=hp.aug_mode, batch_real=hp.batch_real,
                     scales=tuple(float(s) for s in hp.sigmas), unbiased=bool(hp.unbiased),
-                    init_mix=bool(hp.init_mix) and hp.factor > 1, mesh=mesh, update=make_update(hp.mode, hp, ipc),
+                    init_mix=bool(hp.init_mix) and hp.factor > 1, split=sharding.split_batch(mesh, hp.batch_real, f"didd.batch_real={hp.batch_real}", axis=1),
+                    update=make_update(hp.mode, hp, ipc),
                     penalty=make_penalty(hp.mode, hp),
                     image_opt=optax.sgd(hp.lr_img, momentum=hp.momentum or None), eta_x=float(hp.lr_img))
 

@@ -39,7 +39,7 @@ from ml_collections import config_dict
 from ddjax import augment, experts, inner, models, pretrained, sam
 from ddjax.algorithms.base import Algorithm, DistillState, SyntheticSet, apply_gradients
 from ddjax.errors import ConfigError, check_choice
-from ddjax.sharding import batch_splitter, data_size
+from ddjax.sharding import split_batch
 
 LR_GRADIENTS = ("autodiff", "first_order")
 SAM_VARIANTS = ("none",) + sam.VARIANTS
@@ -201,8 +201,9 @@ def make_with(hp: ml_collections.ConfigDict, name: str, config: ml_collections.C
     use_sam = hp.sam.variant != "none" and hp.sam.rho > 0
     batch = hp.batch_syn or num_images
     # Data parallelism: each inner step's minibatch is split over the mesh's ``data`` axis (XLA all-reduces the
-    # student's gradient). A batch the devices do not divide runs replicated instead (same result, no speed-up).
-    split = batch_splitter(mesh) if mesh is not None and batch % data_size(mesh) == 0 else None
+    # student's gradient); a batch the devices do not divide is padded (ddjax.sharding's policy).
+    what = f"{name}.batch_syn={batch}" if hp.batch_syn else f"{name}.batch_syn=0 (the whole set: {batch} images)"
+    split = split_batch(mesh, batch, what)
     gradient, perturbation = mtt_gradient, _no_perturbation()
     if use_sam:
         perturbation = sam.perturbation(hp.sam.rho, variant=hp.sam.variant, eta=hp.sam.asam_eta,
