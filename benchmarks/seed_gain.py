@@ -10,7 +10,8 @@ the evaluation settings may be overridden there too). Distillation seed ``s`` is
 (same keys for init, state and evaluation as ``launch.run``); each variant's step is compiled once and reused
 for every seed. The evaluation is the variant's ``config.eval`` (``config.eval.num_seeds`` networks per
 distilled set). Prints one JSON line per (variant, seed) and a markdown table with mean ± std over the seeds and
-the paired gains ``acc(variant, s) − acc(first, s)``.
+the paired gains ``acc(variant, s) − acc(first, s)``. Each row also keeps the mean over the steps of every scalar
+step metric (``metric_means``: e.g. SATM's ``loss_perturbed``, ``eps_norm``, ``sam_cosine``) and the final ‖ϕ‖.
 """
 from __future__ import annotations
 
@@ -56,12 +57,15 @@ def run_variant(name: str, config, seeds: list[int], steps: int, dataset, stream
         started = time.perf_counter()
         k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
         state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
-        times = []
+        times, sums = [], {}
         for _ in range(steps):
             t = time.perf_counter()
             state, metrics = step_fn(state, step_data)
             float(metrics["loss"])
             times.append(time.perf_counter() - t)
+            for k, v in metrics.items():
+                if np.ndim(v) == 0:
+                    sums[k] = sums.get(k, 0.0) + float(v)
         distil = time.perf_counter() - started
         view = algorithms.eval_view(state, config)
         result = evaluate_set(jax.random.fold_in(k_eval, steps), config, model, view["images"], view["labels"],
@@ -70,7 +74,8 @@ def run_variant(name: str, config, seeds: list[int], steps: int, dataset, stream
                    per_network=list(map(float, result.per_seed)) if hasattr(result, "per_seed") else None,
                    distil_s=distil, step_s_median=float(np.median(times[1:] or times)),
                    first_step_s=times[0], eval_s=time.perf_counter() - started - distil,
-                   final_loss=float(metrics["loss"]))
+                   final_loss=float(metrics["loss"]), metric_means={k: v / steps for k, v in sums.items()},
+                   image_norm=float(np.linalg.norm(np.asarray(state.synthetic.images))))
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
