@@ -92,8 +92,7 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
             continue
         seen = [i for i in range(collection.num_domains) if i != held]
         dataset = collection.load_many(seen)
-        held_out = collection.load(held)  # only its test split is used
-        test_x, test_y = held_out.test_images, held_out.test_labels
+        test_x, test_y = collection.load_test(held)  # the held-out domain's train split is never built
         if name == "erm":
             images, labels = dataset.train_images, dataset.train_labels
         elif views_dir:

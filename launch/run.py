@@ -34,9 +34,9 @@ import ml_collections
 import numpy as np
 
 from ddjax import algorithms, data, evaluate, models
-from ddjax.errors import DivergenceError
+from ddjax.errors import ConfigError, DivergenceError
 from ddjax.sharding import make_mesh, replicate
-from launch import cross_architecture, outputs, staged
+from launch import cross_architecture, distributed, outputs, staged
 from launch.checkpoint import Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict, validate_config
 
@@ -124,7 +124,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     started = time.perf_counter()
     validate_config(config)
     if config.get("domains") is not None and config.domains.source:   # a run over a domain collection
+        if jax.process_count() > 1:
+            raise ConfigError("staged runs (config.domains.source) run in one process; start one process without "
+                              "--num_processes/--coordinator_address")
         return staged.run_staged(config, workdir, stream)
+    writes = distributed.is_writer()   # process 0 speaks and writes for a multi-process run (launch.distributed)
+    stream = stream if writes else open(os.devnull, "w")
     config_dict = config_to_dict(config)
     check_workdir(workdir, config_dict)
 
@@ -133,42 +138,45 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     num_classes, image_shape = dataset.num_classes, dataset.image_shape
     mesh = make_mesh()
     model = build_eval_model(config, num_classes)
-    real = replicate(algorithms.make_real_pool(dataset.train_images, dataset.train_labels, num_classes), mesh)
+    real = distributed.real_pool(dataset.train_images, dataset.train_labels, num_classes, mesh)
     algo = algorithms.get_algorithm(config, model, num_classes, image_shape, mesh=mesh)
-    step_data = replicate(algorithms.prepare_data(config, dataset, real, mesh=mesh, stream=stream), mesh)
+    step_data = distributed.replicate_rest(algorithms.prepare_data(config, dataset, real, mesh=mesh, stream=stream),
+                                           mesh)
 
     k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 3)  # k_eval: evals + baseline
     synthetic = algorithms.init_synthetic(k_init, real, config.ipc, config.init)
     # Every leaf gets its own buffer: the jitted step donates the state, and XLA refuses a buffer donated twice
     # (an init that stores the same array in two places, e.g. images and their EMA, would otherwise fail).
     state = replicate(jax.tree.map(jnp.copy, algo.init(k_state, synthetic)), mesh)
-    record_config(workdir, config_dict)
+    if writes:
+        record_config(workdir, config_dict)
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
-    tensorboard = outputs.TensorBoardWriter(os.path.join(workdir, "tensorboard"),
+    tensorboard = outputs.TensorBoardWriter(os.path.join(workdir, "tensorboard") if writes else None,
                                             resume_step=checkpointer.latest_step() or 0, stream=stream)
     try:
         return _loop(config, workdir, stream, started, dataset, model, step_data, algo, state, checkpointer,
-                     k_eval, config_dict, mesh, tensorboard)
+                     k_eval, config_dict, mesh, tensorboard, writes)
     finally:
         tensorboard.close()
         checkpointer.close()
 
 
 def _loop(config, workdir, stream, started, dataset, model, step_data, algo, state, checkpointer, k_eval, config_dict,
-          mesh, tensorboard) -> dict:
+          mesh, tensorboard, writes=True) -> dict:
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     start = checkpointer.latest_step()
     previous_seconds = 0.0
     if start is not None:
-        state, record = checkpointer.restore(start, jax.eval_shape(lambda: state))
+        state, record = checkpointer.restore(start, state)   # onto this run's mesh, whatever the saved one
         state = replicate(state, mesh)
         previous_seconds = float(record.get("seconds", 0.0))
         print(f"resuming from step {start} ({checkpointer.directory})", file=stream)
     start = start or 0
-    if start == 0 and os.path.exists(metrics_path):
+    if start == 0 and writes and os.path.exists(metrics_path):
         os.remove(metrics_path)  # records of an attempt that died before its first checkpoint
-    writer = outputs.MetricsWriter(metrics_path, resume_step=start or None, tensorboard=tensorboard)
+    writer = outputs.MetricsWriter(metrics_path if writes else None, resume_step=start or None,
+                                   tensorboard=tensorboard)
 
     step_fn = jax.jit(algo.step, donate_argnums=0)
     progress = outputs.Progress(config.steps, initial=start, stream=stream, log_every=config.log_every,
@@ -183,7 +191,7 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
             evaluate_now(step, current)
 
     def evaluate_now(step: int, current) -> None:
-        view = algorithms.eval_view(current, config)
+        view = distributed.to_host(algorithms.eval_view(current, config))
         result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, view["images"], view["labels"],
                               dataset, lr=view.get("lr"))
         record = {"synthetic_acc": result.mean, "synthetic_acc_std": result.std}
@@ -192,11 +200,12 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
         writer.write(step=step, **record)
         pixels = dataset.to_pixels(np.asarray(view["images"]))
         labels = np.asarray(view["labels"])
-        os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
-        for name in (f"images/step_{step:06d}.png", "synthetic.png"):
-            outputs.save_image_grid(os.path.join(workdir, name), pixels, labels, dataset.num_classes,
-                                    dataset.class_names)
-        tensorboard.add_image_file("images/synthetic", os.path.join(workdir, "synthetic.png"), step)
+        if writes:
+            os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
+            for name in (f"images/step_{step:06d}.png", "synthetic.png"):
+                outputs.save_image_grid(os.path.join(workdir, name), pixels, labels, dataset.num_classes,
+                                        dataset.class_names)
+            tensorboard.add_image_file("images/synthetic", os.path.join(workdir, "synthetic.png"), step)
         progress.write(f"step {step}: synthetic accuracy {result.mean:.4f} ± {result.std:.4f} "
                        f"over {config.eval.num_seeds} seeds")
         last_eval["result"] = result
@@ -225,7 +234,7 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
         writer.write(step=final_step, random_real_acc=baseline.mean, random_real_acc_std=baseline.std)
         print(f"random real images (ipc {config.ipc}): accuracy {baseline.mean:.4f} ± {baseline.std:.4f}",
               file=stream)
-    view = algorithms.eval_view(state, config)
+    view = distributed.to_host(algorithms.eval_view(state, config))
     cross = {name: cross_architecture.evaluate_architecture(name, config, dataset, view["images"], view["labels"],
                                                             view.get("lr"))
              for name in models.parse_architectures(config.eval.architectures)}
@@ -237,6 +246,8 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     writer.close()
     result["seconds"] = elapsed()
     result["wall_seconds_this_invocation"] = time.perf_counter() - started
+    if not writes:
+        return result
 
     outputs.save_synthetic(os.path.join(workdir, "synthetic.npz"), np.asarray(view["images"]),
                            np.asarray(view["labels"]), pixels=dataset.to_pixels(np.asarray(view["images"])),

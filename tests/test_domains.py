@@ -93,6 +93,28 @@ def test_styled_image_size_resizes():
     assert c.image_shape == (16, 16, 3) and c.load(0).train_images.shape[1:] == (16, 16, 3)
 
 
+def test_styled_train_per_domain_is_class_balanced_seeded_and_differs_by_domain():
+    _, base_y, _, base_test_y = load_digits_arrays()
+    rows = [dom.train_subset(base_y, 53, i) for i in (0, 1)]
+    for r in rows:   # 53 = 5 per class + 3 extra for the first classes, no repeats, sorted
+        assert len(np.unique(r)) == 53 and (np.diff(r) > 0).all()
+        np.testing.assert_array_equal(np.bincount(base_y[r], minlength=10), [6, 6, 6] + [5] * 7)
+    np.testing.assert_array_equal(rows[0], dom.train_subset(base_y, 53, 0))   # deterministic
+    assert len(np.intersect1d(rows[0], rows[1])) < 20                          # other base images per domain
+    c = load_domains("styled", names="photo,art", train_per_domain=53)
+    art = c.load(1)                                                             # domain index 1 in STYLE_NAMES
+    np.testing.assert_array_equal(art.train_labels, base_y[rows[1]])
+    np.testing.assert_array_equal(art.test_labels, base_test_y)                 # the test split stays whole
+    with pytest.raises(ConfigError, match="asks 200 images of class"):
+        dom.train_subset(base_y, 2000, 0)
+    with pytest.raises(ConfigError, match="below one image per class"):
+        load_domains("styled", train_per_domain=3)
+    cfg = base_config("dm")
+    cfg.domains.source, cfg.domains.train_per_domain = "rotated", 100
+    with pytest.raises(ConfigError, match="applies to source=styled only"):
+        validate_config(cfg)
+
+
 # ------------------------------------------------------------------------------------------------------- folder
 def _write_tree(root, domains=("cartoon", "photo", "sketch"), classes=("dog", "cat"), per_class=5, size=12):
     from PIL import Image
