@@ -15,7 +15,7 @@ from ddjax.errors import ConfigError, check_choice
 # Fields that may change between a run and its resumption without making the workdir "a different run".
 RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every", "eval.every", "keep_checkpoints",
                     "data.data_dir", "data.source_dir", "pretrained_dir",  # where the same data / networks live
-                    "make_pretrained")
+                    "make_pretrained", "compilation_cache")
 
 
 def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
@@ -33,6 +33,9 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
     # Networks trained once and reused (expert trajectories, teacher pools; see ddjax.pretrained).
     c.pretrained_dir = config_dict.placeholder(str)  # None: $DDJAX_CACHE_DIR/pretrained or ~/.cache/ddjax/pretrained
     c.make_pretrained = True        # make missing ones on the fly; False: fail with the command that makes them
+    # JAX's persistent compilation cache (launch.compile_cache): auto = $DDJAX_CACHE or <workdir's parent>/.jax_cache;
+    # "off"; or a directory. A repeated or resumed run skips its compiles.
+    c.compilation_cache = "auto"
 
     c.data = ml_collections.ConfigDict(dict(
         name="digits",              # digits (embedded) | fashion_mnist | any tfds dataset prepared in data_dir

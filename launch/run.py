@@ -36,7 +36,7 @@ import numpy as np
 from ddjax import algorithms, data, evaluate, models
 from ddjax.errors import ConfigError, DivergenceError
 from ddjax.sharding import make_mesh, replicate
-from launch import cross_architecture, distributed, outputs, staged
+from launch import compile_cache, cross_architecture, distributed, outputs, staged
 from launch.checkpoint import Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict, validate_config
 
@@ -123,6 +123,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     stream = sys.stderr if stream is None else stream
     started = time.perf_counter()
     validate_config(config)
+    compile_cache.enable(config.get("compilation_cache", "auto"), workdir)   # before the first compile
     if config.get("domains") is not None and config.domains.source:   # a run over a domain collection
         if jax.process_count() > 1:
             raise ConfigError("staged runs (config.domains.source) run in one process; start one process without "
