@@ -53,6 +53,7 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         order_seed=0,
         image_size=0,               # square side; 0: the base size (rotated/styled), 32 (folder)
         split_seed=0,               # folder: DomainBed's trial seed of the per-domain 8:2 split
+        test_per_class=0,           # > 0: evaluate on the first n test images of each class per domain (0: all)
         plan="stream",              # stream | joint | gather | leave_one_out (launch.staged); steps = per phase
     ))
     c.model = ml_collections.ConfigDict(dict(name="convnet", width=128, depth=3, norm="instance", pooling="avg"))
@@ -138,7 +139,7 @@ def _validate_domains(config: ml_collections.ConfigDict) -> None:
         check_choice("domains.base dataset", d.base, BASE_NAMES)
     if d.source == "folder" and not d.root:
         raise ConfigError("domains.source=folder needs --config.domains.root=DIR (DIR/<domain>/<class>/*.png|jpg)")
-    for path in ("domains.num_domains", "domains.image_size"):
+    for path in ("domains.num_domains", "domains.image_size", "domains.test_per_class"):
         _positive(config, path, minimum=0)
     if not d.angle_step > 0:
         raise ConfigError(f"domains.angle_step must be > 0 degrees, got {d.angle_step}; DIDD's R-MNIST: 9")
