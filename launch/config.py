@@ -57,6 +57,7 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         image_size=0,               # square side; 0: the base size (rotated/styled), 32 (folder)
         split_seed=0,               # folder: DomainBed's trial seed of the per-domain 8:2 split
         train_per_domain=0,         # styled: class-balanced train images kept per domain (0: the whole split)
+        test_per_class=0,           # > 0: evaluate on the first n test images of each class per domain (0: all)
         plan="stream",              # stream | joint | gather | leave_one_out (launch.staged); steps = per phase
     ))
     c.model = ml_collections.ConfigDict(dict(name="convnet", width=128, depth=3, norm="instance", pooling="avg"))
@@ -145,7 +146,7 @@ def _validate_domains(config: ml_collections.ConfigDict) -> None:
     if d.get("train_per_domain", 0) and d.source != "styled":
         raise ConfigError(f"domains.train_per_domain applies to source=styled only (got source={d.source}); "
                           "set it to 0")
-    for path in ("domains.num_domains", "domains.image_size", "domains.train_per_domain"):
+    for path in ("domains.num_domains", "domains.image_size", "domains.train_per_domain", "domains.test_per_class"):
         _positive(config, path, minimum=0)
     if not d.angle_step > 0:
         raise ConfigError(f"domains.angle_step must be > 0 degrees, got {d.angle_step}; DIDD's R-MNIST: 9")
