@@ -27,7 +27,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from launch.checkpoint import Checkpointer
-from launch.config import base_config
 from launch.run import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
