@@ -70,10 +70,10 @@ def diagnose(config, held: int, collection, validate: bool = False) -> dict:
     model = squeeze.build_squeeze_model(hp.squeeze, k)
     teacher = decoupled.pick(data.teacher, 0)
     out: dict = {"held_out": collection.domains[held]}
-    held_ds = collection.load(held)
-    out["squeeze_acc_held_out"] = round(accuracy(model, teacher, held_ds.test_images, held_ds.test_labels), 4)
-    out["squeeze_acc_seen_test"] = {collection.domains[i]: round(accuracy(
-        model, teacher, collection.load(i).test_images, collection.load(i).test_labels), 4) for i in seen}
+    held_x, held_y = collection.load_test(held)     # the held-out domain's train split is never built
+    out["squeeze_acc_held_out"] = round(accuracy(model, teacher, held_x, held_y), 4)
+    out["squeeze_acc_seen_test"] = {collection.domains[i]: round(accuracy(model, teacher, *collection.load_test(i)), 4)
+                                    for i in seen}
     _, layers = models.bn_inputs(model, teacher, jnp.asarray(dataset.train_images[:2]))
     sizes = [int(maps.shape[1]) for maps, _, _ in layers]
     out["bn_layer_sides"] = sizes
@@ -128,7 +128,7 @@ def diagnose(config, held: int, collection, validate: bool = False) -> dict:
         e = config.eval
         result = evaluate.evaluate_synthetic(
             jax.random.PRNGKey(1000 + held), models.build_from_config(config.model, k), view["images"], soft,
-            held_ds.test_images, held_ds.test_labels, num_seeds=e.num_seeds, epochs=e.epochs, lr=e.lr,
+            held_x, held_y, num_seeds=e.num_seeds, epochs=e.epochs, lr=e.lr,
             momentum=e.momentum, weight_decay=e.weight_decay, batch_size=e.batch_size, dsa_strategy=e.dsa_strategy,
             num_classes=k)
         out["validation"] = result.to_dict()     # same protocol and keys as dg_leave_one_out.py

@@ -21,9 +21,11 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ddjax import algorithms, evaluate, models
+from ddjax import algorithms, evaluate, models, squeeze
+from ddjax.algorithms import decoupled
 from launch.config import validate_config
 from launch.domains import collection_from_config
 
@@ -73,6 +75,29 @@ def distil(config, dataset):
     return np.asarray(view["images"]), np.asarray(view["labels"]), loss, state
 
 
+def stage_evidence(config, state, view_labels: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict:
+    """Where a distilled set's class evidence is lost (docs/domain_generalization.md): the squeeze model's accuracy
+    on the held-out test split and on the distilled images S themselves, and the share of relabelled views whose
+    soft-label argmax is the class of the image they were cut from (views are view-major: image ``i`` at
+    ``i, n + i, ...``; CutMix pastes another image into some)."""
+    hp = config[config.algorithm]
+    k = int(state.synthetic.labels.shape[0] // config.ipc)
+    model = squeeze.build_squeeze_model(hp.squeeze, k)
+    teacher = decoupled.pick(state.extras["teacher"], 0)
+
+    def acc(x, y) -> float:
+        hits = [np.asarray(jnp.argmax(model.apply(teacher, jnp.asarray(x[i:i + 1000]), train=False), -1))
+                == y[i:i + 1000] for i in range(0, len(y), 1000)]
+        return round(float(np.mean(np.concatenate(hits))), 4)
+
+    s_y = np.asarray(state.synthetic.labels)
+    view_y = np.tile(s_y, len(view_labels) // len(s_y))
+    return {"squeeze_acc_held_out": acc(test_x, test_y),
+            "squeeze_acc_S": acc(np.asarray(state.synthetic.images), s_y),
+            "relabel_views_agree": round(float(np.mean(np.argmax(view_labels, -1) == view_y)), 4),
+            "relabel_mean_max_prob": round(float(np.mean(np.max(view_labels, -1))), 4)}
+
+
 def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_dir: str, held_only: str = "",
             dump: bool = False, views_dir: str = "") -> dict:
     """Every leave-one-out phase of one method (or only the held-out domains named in ``held_only``, comma
@@ -92,8 +117,7 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
             continue
         seen = [i for i in range(collection.num_domains) if i != held]
         dataset = collection.load_many(seen)
-        held_out = collection.load(held)  # only its test split is used
-        test_x, test_y = held_out.test_images, held_out.test_labels
+        test_x, test_y = collection.load_test(held)  # the held-out domain's train split is never built
         if name == "erm":
             images, labels = dataset.train_images, dataset.train_labels
         elif views_dir:
@@ -103,7 +127,10 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
             images, labels = evaluate.random_real_subset(jax.random.PRNGKey(held), dataset.train_images,
                                                          dataset.train_labels, config.ipc, dataset.num_classes)
         else:
-            images, labels, loss, _ = distil(config, dataset)
+            images, labels, loss, state = distil(config, dataset)
+            evidence = stage_evidence(config, state, labels, test_x, test_y)
+            out.setdefault("evidence", {})[collection.domains[held]] = evidence
+            print(f"{name} held-out {collection.domains[held]}: {json.dumps(evidence)}", file=sys.stderr, flush=True)
             print(f"{name} held-out {collection.domains[held]}: final loss {loss:.4f}, {len(images)} views",
                   file=sys.stderr, flush=True)
         if dump:

@@ -15,7 +15,7 @@ from ddjax.errors import ConfigError, check_choice
 # Fields that may change between a run and its resumption without making the workdir "a different run".
 RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every", "eval.every", "keep_checkpoints",
                     "data.data_dir", "data.source_dir", "pretrained_dir",  # where the same data / networks live
-                    "make_pretrained")
+                    "make_pretrained", "compilation_cache")
 
 
 def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
@@ -33,6 +33,9 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
     # Networks trained once and reused (expert trajectories, teacher pools; see ddjax.pretrained).
     c.pretrained_dir = config_dict.placeholder(str)  # None: $DDJAX_CACHE_DIR/pretrained or ~/.cache/ddjax/pretrained
     c.make_pretrained = True        # make missing ones on the fly; False: fail with the command that makes them
+    # JAX's persistent compilation cache (launch.compile_cache): auto = $DDJAX_CACHE or <workdir's parent>/.jax_cache;
+    # "off"; or a directory. A repeated or resumed run skips its compiles.
+    c.compilation_cache = "auto"
 
     c.data = ml_collections.ConfigDict(dict(
         name="digits",              # digits (embedded) | fashion_mnist | any tfds dataset prepared in data_dir
@@ -53,6 +56,8 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         order_seed=0,
         image_size=0,               # square side; 0: the base size (rotated/styled), 32 (folder)
         split_seed=0,               # folder: DomainBed's trial seed of the per-domain 8:2 split
+        train_per_domain=0,         # styled: class-balanced train images kept per domain (0: the whole split)
+        test_per_class=0,           # > 0: evaluate on the first n test images of each class per domain (0: all)
         plan="stream",              # stream | joint | gather | leave_one_out (launch.staged); steps = per phase
     ))
     c.model = ml_collections.ConfigDict(dict(name="convnet", width=128, depth=3, norm="instance", pooling="avg"))
@@ -138,7 +143,10 @@ def _validate_domains(config: ml_collections.ConfigDict) -> None:
         check_choice("domains.base dataset", d.base, BASE_NAMES)
     if d.source == "folder" and not d.root:
         raise ConfigError("domains.source=folder needs --config.domains.root=DIR (DIR/<domain>/<class>/*.png|jpg)")
-    for path in ("domains.num_domains", "domains.image_size"):
+    if d.get("train_per_domain", 0) and d.source != "styled":
+        raise ConfigError(f"domains.train_per_domain applies to source=styled only (got source={d.source}); "
+                          "set it to 0")
+    for path in ("domains.num_domains", "domains.image_size", "domains.train_per_domain", "domains.test_per_class"):
         _positive(config, path, minimum=0)
     if not d.angle_step > 0:
         raise ConfigError(f"domains.angle_step must be > 0 degrees, got {d.angle_step}; DIDD's R-MNIST: 9")

@@ -23,7 +23,6 @@ step loop (:func:`train_steps`) per phase, with per-phase outputs documented the
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ import numpy as np
 from ddjax import algorithms, data, evaluate, models
 from ddjax.errors import ConfigError, DivergenceError
 from ddjax.sharding import make_mesh, replicate
-from launch import cross_architecture, distributed, outputs, staged
+from launch import compile_cache, cross_architecture, distributed, outputs, staged
 from launch.checkpoint import Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict, validate_config
 
@@ -55,7 +54,8 @@ def build_eval_model(config: ml_collections.ConfigDict, num_classes: int):
 
 def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, images, labels,
                  dataset: data.Dataset, lr: float | None = None) -> evaluate.EvalResult:
-    """Train ``config.eval.num_seeds`` fresh networks on (images, labels) in one vmapped program; test accuracy.
+    """Train ``config.eval.num_seeds`` fresh networks on (images, labels) in one program, the seeds split over the
+    devices (:func:`ddjax.sharding.map_over_seeds`); test accuracy.
 
     ``lr``: the training learning rate when the algorithm learned one (MTT/SATM's α) and ``config.eval.learned_lr``
     is on; ``config.eval.lr`` otherwise."""
@@ -65,7 +65,14 @@ def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, image
         key, model, np.asarray(images), np.asarray(labels), dataset.test_images, dataset.test_labels,
         num_seeds=e.num_seeds, epochs=e.epochs, lr=train_lr, momentum=e.momentum, weight_decay=e.weight_decay,
         batch_size=e.batch_size, dsa_strategy=e.dsa_strategy, num_classes=dataset.num_classes,
-        protocol=e.protocol, cutmix_p=e.cutmix_p)
+        protocol=e.protocol, cutmix_p=e.cutmix_p, mesh=make_mesh())
+
+
+@jax.jit
+def _watch(first_bad: jax.Array, bad_loss: jax.Array, loss: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Device-side divergence record: the first step whose loss was non-finite (0: none yet) and that loss."""
+    new = (first_bad == 0) & ~jnp.isfinite(loss)
+    return jnp.where(new, step, first_bad), jnp.where(new, loss.astype(jnp.float32), bad_loss)
 
 
 def train_steps(state, step_fn: Callable, step_data, first: int, last: int, *, config: ml_collections.ConfigDict,
@@ -74,21 +81,35 @@ def train_steps(state, step_fn: Callable, step_data, first: int, last: int, *, c
     """Run the jitted ``step_fn`` for steps ``first..last`` (1-based, inclusive): stop on a non-finite loss, log
     every ``config.log_every`` steps and at ``last``, call ``on_step(step, state)``, checkpoint every
     ``config.checkpoint_every`` steps before ``last`` (the caller saves ``last`` itself, after what it does at the
-    end). Shared by the single-dataset run and every phase of a staged run. Returns the state after ``last``."""
+    end). Shared by the single-dataset run and every phase of a staged run. Returns the state after ``last``.
+
+    No host sync between those steps (issue 15): the loss stays on device and :func:`_watch` records the first
+    step that went non-finite; the record is read only at log, checkpoint, evaluation (``config.eval.every``, when
+    ``on_step`` is given) and last steps, so the error still names that step, and a checkpoint is written only of
+    a state known finite (the last good one is kept)."""
+    first_bad, bad_loss = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
+    eval_every = config.eval.every if on_step is not None else 0
     for step in range(first, last + 1):
         state, metrics = step_fn(state, step_data)
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            raise DivergenceError(
-                f"loss became {loss} at step {step}; the last good checkpoint (step {checkpointer.latest_step()}) is "
-                f"kept in {checkpointer.directory}; lower the image learning rate (--config.{config.algorithm}.lr_img)"
-                " or check the data")
-        progress.update(step, loss=loss)
-        if step % config.log_every == 0 or step == last:
-            writer.write(step=step, seconds=elapsed(), **{k: float(v) for k, v in metrics.items()})
+        first_bad, bad_loss = _watch(first_bad, bad_loss, metrics["loss"], step)
+        logged = step % config.log_every == 0 or step == last
+        saved = step % config.checkpoint_every == 0 and step != last
+        if logged or saved or (eval_every and step % eval_every == 0):
+            bad = int(first_bad)  # the one host sync
+            if bad:
+                raise DivergenceError(
+                    f"loss became {float(bad_loss)} at step {bad}; the last good checkpoint (step "
+                    f"{checkpointer.latest_step()}) is kept in {checkpointer.directory}; lower the image learning "
+                    f"rate (--config.{config.algorithm}.lr_img) or check the data")
+        if logged:
+            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            progress.update(step, loss=values["loss"])
+            writer.write(step=step, seconds=elapsed(), **values)
+        else:
+            progress.update(step)
         if on_step is not None:
             on_step(step, state)
-        if step % config.checkpoint_every == 0 and step != last:
+        if saved:
             checkpointer.save(step, state, {"step": step, "seconds": elapsed()})
     return state
 
@@ -102,6 +123,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     stream = sys.stderr if stream is None else stream
     started = time.perf_counter()
     validate_config(config)
+    compile_cache.enable(config.get("compilation_cache", "auto"), workdir)   # before the first compile
     if config.get("domains") is not None and config.domains.source:   # a run over a domain collection
         if jax.process_count() > 1:
             raise ConfigError("staged runs (config.domains.source) run in one process; start one process without "

@@ -93,6 +93,28 @@ def test_styled_image_size_resizes():
     assert c.image_shape == (16, 16, 3) and c.load(0).train_images.shape[1:] == (16, 16, 3)
 
 
+def test_styled_train_per_domain_is_class_balanced_seeded_and_differs_by_domain():
+    _, base_y, _, base_test_y = load_digits_arrays()
+    rows = [dom.train_subset(base_y, 53, i) for i in (0, 1)]
+    for r in rows:   # 53 = 5 per class + 3 extra for the first classes, no repeats, sorted
+        assert len(np.unique(r)) == 53 and (np.diff(r) > 0).all()
+        np.testing.assert_array_equal(np.bincount(base_y[r], minlength=10), [6, 6, 6] + [5] * 7)
+    np.testing.assert_array_equal(rows[0], dom.train_subset(base_y, 53, 0))   # deterministic
+    assert len(np.intersect1d(rows[0], rows[1])) < 20                          # other base images per domain
+    c = load_domains("styled", names="photo,art", train_per_domain=53)
+    art = c.load(1)                                                             # domain index 1 in STYLE_NAMES
+    np.testing.assert_array_equal(art.train_labels, base_y[rows[1]])
+    np.testing.assert_array_equal(art.test_labels, base_test_y)                 # the test split stays whole
+    with pytest.raises(ConfigError, match="asks 200 images of class"):
+        dom.train_subset(base_y, 2000, 0)
+    with pytest.raises(ConfigError, match="below one image per class"):
+        load_domains("styled", train_per_domain=3)
+    cfg = base_config("dm")
+    cfg.domains.source, cfg.domains.train_per_domain = "rotated", 100
+    with pytest.raises(ConfigError, match="applies to source=styled only"):
+        validate_config(cfg)
+
+
 # ------------------------------------------------------------------------------------------------------- folder
 def _write_tree(root, domains=("cartoon", "photo", "sketch"), classes=("dog", "cat"), per_class=5, size=12):
     from PIL import Image
@@ -178,7 +200,8 @@ def test_domains_config_is_off_by_default_and_validated():
     validate_config(c)
     for field, value, message in (("plan", "cumulative", "unknown domains.plan 'cumulative'"),
                                   ("source", "warped", "unknown domains.source 'warped'"),
-                                  ("num_domains", -1, "domains.num_domains must be >= 0")):
+                                  ("num_domains", -1, "domains.num_domains must be >= 0"),
+                                  ("test_per_class", -2, "domains.test_per_class must be >= 0")):
         bad = base_config("dm")
         bad.domains.source = "rotated"
         bad.domains[field] = value
@@ -256,3 +279,24 @@ def test_collection_from_config_is_one_function_for_library_and_launcher():
     config.domains.source, config.domains.base, config.domains.names = "styled", "digits", "sketch,photo"
     collection = collection_from_config(config)
     assert collection.domains == ("sketch", "photo") and collection.image_shape == (8, 8, 3)
+
+
+def test_test_per_class_keeps_the_first_images_of_each_class():
+    """``domains.test_per_class``: every domain's test split is the first n images of each class, in split order;
+    the train split is untouched."""
+    from ddjax.data import collection_from_config
+    labels = np.asarray([2, 0, 1, 0, 2, 2, 1, 0, 0, 1])
+    np.testing.assert_array_equal(dom.test_subset(labels, 2), [0, 1, 2, 3, 4, 6])
+    config = base_config("dm")
+    config.domains.source, config.domains.base, config.domains.num_domains = "rotated", "digits", 2
+    full = collection_from_config(config)
+    config.domains.test_per_class = 3
+    small = collection_from_config(config)
+    full_x, full_y = full.load_test(1)
+    x, y = small.load_test(1)
+    keep = np.concatenate([np.flatnonzero(full_y == c)[:3] for c in range(full.num_classes)])
+    np.testing.assert_array_equal(np.sort(keep), dom.test_subset(full_y, 3))
+    np.testing.assert_array_equal(y, full_y[np.sort(keep)])
+    np.testing.assert_array_equal(x, full_x[np.sort(keep)])
+    assert np.bincount(y).tolist() == [3] * full.num_classes
+    assert small.load(0).train_labels.shape == full.load(0).train_labels.shape

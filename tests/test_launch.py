@@ -213,6 +213,53 @@ def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert not os.path.exists(os.path.join(workdir, "results.json"))
 
 
+class _Checkpoints:
+    """What train_steps needs of a Checkpointer: records the steps saved and the states' values."""
+    directory = "ckpt"
+
+    def __init__(self):
+        self.saved = {}
+
+    def save(self, step, state, record):
+        self.saved[step] = float(state)
+
+    def latest_step(self):
+        return max(self.saved, default=None)
+
+
+def test_step_loop_syncs_only_at_log_steps_and_names_the_first_non_finite_step(tmp_path):
+    """Issue 15: the loss is read only at log/checkpoint/last steps, yet the error names the step that first went
+    non-finite (5, between log steps 4 and 8) and no checkpoint is written of a state past it (6 is not)."""
+    import io
+
+    import jax
+    import jax.numpy as jnp
+
+    from launch import outputs
+    from launch.run import train_steps
+
+    def step_fn(x, _):   # x doubles each step; the loss is inf from step 5 (x = 2**5 > 20) on, NaN from step 7
+        x = x * 2.0
+        loss = jnp.where(x > 20.0, jnp.where(x > 100.0, jnp.nan, jnp.inf), x)
+        return x, {"loss": loss}
+    step_fn = jax.jit(step_fn)
+    config = tiny_config(steps=9, log_every=4, checkpoint_every=3)
+    writer = outputs.MetricsWriter(str(tmp_path / "metrics.jsonl"))
+    progress = outputs.Progress(9, stream=io.StringIO(), log_every=4)
+    checkpoints = _Checkpoints()
+    calls = []
+    with pytest.raises(DivergenceError, match=r"loss became inf at step 5; the last good checkpoint \(step 3\)"):
+        train_steps(jnp.float32(1.0), step_fn, None, 1, 9, config=config, writer=writer, progress=progress,
+                    checkpointer=checkpoints, elapsed=lambda: 0.0, on_step=lambda step, state: calls.append(step))
+    assert checkpoints.saved == {3: 8.0}
+    assert [r["step"] for r in outputs.read_metrics(str(tmp_path / "metrics.jsonl"))] == [4]
+    assert calls == [1, 2, 3, 4, 5]   # stopped at the checkpoint step 6, before saving it
+    # A finite run logs at 4, 8 and the last step and returns the last state.
+    out = train_steps(jnp.float32(1e-3), step_fn, None, 1, 9, config=config, writer=writer, progress=progress,
+                      checkpointer=_Checkpoints(), elapsed=lambda: 0.0)
+    assert float(out) == pytest.approx(1e-3 * 2 ** 9)
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("algorithm", "dmm", "unknown algorithm 'dmm'; valid choices: dm"),
     ("model.name", "vgg", "unknown model 'vgg'; valid choices: convnet, resnet18"),

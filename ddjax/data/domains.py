@@ -53,7 +53,8 @@ from ddjax.data import tfds_sources as _tfds
 from ddjax.errors import ConfigError, DataNotFoundError, check_choice
 
 __all__ = ["DOMAIN_SOURCES", "DOMAIN_ORDERS", "STYLE_NAMES", "IMAGENET_MEAN", "IMAGENET_STD", "DomainCollection", "collection_from_config",
-           "load_domains", "rotate_images", "stylize", "domainbed_split", "parse_names"]
+           "load_domains", "rotate_images", "stylize", "train_subset", "test_subset", "domainbed_split",
+           "parse_names"]
 
 DOMAIN_SOURCES = ("rotated", "styled", "folder")
 DOMAIN_ORDERS = ("default", "random")
@@ -84,6 +85,7 @@ class DomainCollection:
     std: np.ndarray
     statistics: str
     builder: Callable[[str, bool], Splits] = dataclasses.field(repr=False)   # (domain, with_train) -> splits
+    test_per_class: int = 0   # > 0: every domain's test split keeps the first n images of each class (test_subset)
 
     @property
     def num_domains(self) -> int:
@@ -130,6 +132,9 @@ class DomainCollection:
     def _normalised(self, i: int, with_train: bool) -> Splits:
         domain = self.domains[i]
         train_x, train_y, test_x, test_y = self.builder(domain, with_train)
+        if self.test_per_class:
+            keep = test_subset(test_y, self.test_per_class)
+            test_x, test_y = test_x[keep], test_y[keep]
         norm = functools.partial(_pre.normalize, mean=self.mean, std=self.std)
         if not with_train:
             return None, None, np.ascontiguousarray(norm(test_x), np.float32), test_y.astype(np.int32)
@@ -144,6 +149,14 @@ class DomainCollection:
 
 
 # ----------------------------------------------------------------------------------------------- pure transforms
+def test_subset(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Indices (ascending) of the first ``per_class`` images of every class in split order (all of a smaller
+    class): the deterministic, class-balanced test subset of ``config.domains.test_per_class``."""
+    labels = np.asarray(labels)
+    keep = [np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
 def _bilinear_sample(images: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """``images`` (N, H, W[, C]) sampled at float coordinates ``ys``, ``xs`` (H', W'); zero outside the image."""
     h, w = images.shape[1:3]
@@ -332,16 +345,40 @@ def _rotated(base: str, num_domains: int | None, angle_step: float, image_size: 
                    (*train_x.shape[1:3], 1))
 
 
-def _styled(base: str, image_size: int | None, data_dir, source_dir) -> _Source:
+def train_subset(labels: np.ndarray, per_domain: int, index: int) -> np.ndarray:
+    """Sorted rows of a base train split kept for styled domain ``index`` when ``per_domain`` (> 0) caps it: the
+    same number from every class (``per_domain // K``, the rest to the first classes), drawn without replacement
+    by ``default_rng([1729, index, 2])``, so the domains hold different base images (as PACS's domains do)."""
+    classes = np.unique(labels)
+    rng = np.random.default_rng([1729, index, 2])
+    share, extra = divmod(int(per_domain), len(classes))
+    rows = []
+    for j, c in enumerate(classes):
+        pool = np.flatnonzero(labels == c)
+        want = share + (1 if j < extra else 0)
+        if want > len(pool):
+            raise ConfigError(f"domains.train_per_domain={per_domain} asks {want} images of class {c} but the base "
+                              f"train split has {len(pool)}; lower it (0: the whole split)")
+        rows.append(rng.choice(pool, want, replace=False))
+    return np.sort(np.concatenate(rows))
+
+
+def _styled(base: str, image_size: int | None, data_dir, source_dir, train_per_domain: int = 0) -> _Source:
     (train_x, train_y, test_x, test_y), class_names = _base_arrays(base, data_dir, source_dir)
     if image_size:
         train_x = _resize(train_x[..., None], image_size)[..., 0]
         test_x = _resize(test_x[..., None], image_size)[..., 0]
+    if train_per_domain and train_per_domain < len(class_names):
+        raise ConfigError(f"domains.train_per_domain={train_per_domain} is below one image per class "
+                          f"({len(class_names)} classes); use >= {len(class_names)} or 0 for the whole split")
 
     def build(index: int, style: str, with_train: bool) -> Splits:
         def one(split: int, gray: np.ndarray) -> np.ndarray:
             return stylize(gray, style, np.random.default_rng([1729, index, split]))
-        return one(0, train_x) if with_train else None, train_y, one(1, test_x), test_y
+        if not with_train:
+            return None, train_y, one(1, test_x), test_y
+        rows = train_subset(train_y, train_per_domain, index) if train_per_domain else slice(None)
+        return one(0, train_x[rows]), train_y[rows], one(1, test_x), test_y
 
     builders = {style: functools.partial(build, i, style) for i, style in enumerate(STYLE_NAMES)}
     return _Source(f"styled_{base}", builders, class_names, IMAGENET_MEAN, IMAGENET_STD,
@@ -410,7 +447,7 @@ def _folder(root: str, image_size: int | None, split_seed: int) -> _Source:
 
 def load_domains(source: str, *, base: str = "digits", num_domains: int | None = None, angle_step: float = 9.0,
                  root: str | None = None, names: str | Sequence[str] | None = None, order: str = "default",
-                 order_seed: int = 0, image_size: int | None = None, split_seed: int = 0,
+                 order_seed: int = 0, image_size: int | None = None, split_seed: int = 0, train_per_domain: int = 0,
                  data_dir: str | os.PathLike | None = None,
                  source_dir: str | os.PathLike | None = None) -> DomainCollection:
     """A :class:`DomainCollection` from ``source`` (see the module docstring for each source and its statistics).
@@ -426,6 +463,9 @@ def load_domains(source: str, *, base: str = "digits", num_domains: int | None =
       order: ``default`` or ``random`` (a ``RandomState(order_seed)`` permutation of the chosen domains).
       image_size: side of the square images; None/0: the base size (``rotated``/``styled``), 32 (``folder``).
       split_seed: ``folder``: DomainBed's trial seed of the 8:2 split.
+      train_per_domain: ``styled``: keep this many train images per domain, class-balanced, a different seeded
+        subset of the base train split per domain (:func:`train_subset`); 0: the whole split. The test splits
+        are always whole.
       data_dir, source_dir: where ``fashion_mnist`` is prepared / its IDX files (see :func:`load_dataset`).
 
     Raises:
@@ -440,7 +480,7 @@ def load_domains(source: str, *, base: str = "digits", num_domains: int | None =
     if source == "rotated":
         src = _rotated(base, num_domains, float(angle_step), image_size, data_dir, source_dir)
     elif source == "styled":
-        src = _styled(base, image_size, data_dir, source_dir)
+        src = _styled(base, image_size, data_dir, source_dir, int(train_per_domain or 0))
     else:
         src = _folder(root or "", image_size, int(split_seed))
     name, available = src.name, tuple(src.builders)
@@ -469,7 +509,10 @@ def collection_from_config(config) -> DomainCollection:
     The one reading of ``config.domains`` for the library (``ddjax.algorithms.decoupled``) and the launcher
     (``launch.domains`` re-exports it)."""
     d = config.domains
-    return load_domains(d.source, base=d.base, num_domains=d.num_domains or None, angle_step=d.angle_step,
-                        root=d.root or None, names=d.names, order=d.order, order_seed=d.order_seed,
-                        image_size=d.image_size or None, split_seed=d.split_seed,
-                        data_dir=config.data.data_dir, source_dir=config.data.source_dir)
+    collection = load_domains(d.source, base=d.base, num_domains=d.num_domains or None, angle_step=d.angle_step,
+                              root=d.root or None, names=d.names, order=d.order, order_seed=d.order_seed,
+                              image_size=d.image_size or None, split_seed=d.split_seed,
+                              train_per_domain=d.get("train_per_domain", 0),
+                              data_dir=config.data.data_dir, source_dir=config.data.source_dir)
+    per_class = int(d.get("test_per_class", 0) or 0)
+    return dataclasses.replace(collection, test_per_class=per_class) if per_class else collection
