@@ -39,6 +39,8 @@ CASES = {
 }
 flags.DEFINE_list("cases", list(CASES), "Which cases (names in CASES).")
 flags.DEFINE_bool("compile", True, "Also compile for memory_analysis (slow for big cases on CPU).")
+flags.DEFINE_bool("remat", False, "Trajectory matching: rematerialise the differentiated inner steps "
+                  "(config.<mtt|satm>.remat).")
 flags.DEFINE_integer("mesh_devices", 0, "Also compile over a data mesh of this many devices (simulated CPU devices: "
                      "XLA_FLAGS=--xla_force_host_platform_device_count=N) and report the per-device FLOPs and "
                      "memory of the partitioned program and its collective bytes.")
@@ -84,6 +86,7 @@ def build(name: str, unroll: bool, mesh=None):
     else:
         hp.expert_epochs, hp.max_start_epoch = 2, 2
         hp.scan_unroll = hp.syn_steps if unroll else 1
+        hp.remat = FLAGS.remat
         init = jax.eval_shape(lambda: models.init_model(model, jax.random.PRNGKey(0), shape)["params"])
         data = experts.ExpertBuffer(params=jax.tree.map(
             lambda p: jax.ShapeDtypeStruct((2, 5) + p.shape, p.dtype), init))
@@ -99,7 +102,7 @@ def measure(name: str) -> dict:
     cost = jax.jit(step).lower(state, data).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     row = {"case": name, "algorithm": algorithm, "classes": classes, "image": [hw, hw, channels], "ipc": ipc,
-           "convnet_depth": depth, **settings, "flops": float(cost["flops"]) if cost and "flops" in cost else None,
+           "convnet_depth": depth, **settings, "remat": FLAGS.remat if algorithm != "dm" else None, "flops": float(cost["flops"]) if cost and "flops" in cost else None,
            "lower_s": round(time.perf_counter() - t, 1)}
     leaves = jax.tree.leaves(data)
     row["data_bytes"] = int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves))
