@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import platform
 import time
 
@@ -38,6 +39,11 @@ CASES = {
 }
 flags.DEFINE_list("cases", list(CASES), "Which cases (names in CASES).")
 flags.DEFINE_bool("compile", True, "Also compile for memory_analysis (slow for big cases on CPU).")
+flags.DEFINE_bool("remat", False, "Trajectory matching: rematerialise the differentiated inner steps "
+                  "(config.<mtt|satm>.remat).")
+flags.DEFINE_integer("mesh_devices", 0, "Also compile over a data mesh of this many devices (simulated CPU devices: "
+                     "XLA_FLAGS=--xla_force_host_platform_device_count=N) and report the per-device FLOPs and "
+                     "memory of the partitioned program and its collective bytes.")
 FLAGS = flags.FLAGS
 
 
@@ -45,7 +51,22 @@ def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
 
 
-def build(name: str, unroll: bool):
+_COLLECTIVE = re.compile(r"=\s*(\S+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)"
+                         r"(?:-start)?\(")
+_SHAPE = re.compile(r"(f32|f16|bf16|s32|u32|pred|f64|s64|u8|s8)\[([0-9,]*)\]")
+_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "pred": 1, "f64": 8, "s64": 8, "u8": 1, "s8": 1}
+
+
+def collective_bytes(hlo: str) -> dict:
+    """Bytes produced per device by each kind of collective in an optimised HLO module (a loop body counts once)."""
+    out: dict = {}
+    for result, kind in _COLLECTIVE.findall(hlo):
+        size = sum(_BYTES[t] * math.prod(int(d) for d in dims.split(",") if d) for t, dims in _SHAPE.findall(result))
+        out[kind] = out.get(kind, 0) + size
+    return out
+
+
+def build(name: str, unroll: bool, mesh=None):
     """(step, abstract state, abstract data) of case ``name``; ``unroll``: trajectory inner loop fully unrolled."""
     algorithm, classes, hw, channels, ipc, depth, settings = CASES[name]
     shape = (hw, hw, channels)
@@ -65,10 +86,11 @@ def build(name: str, unroll: bool):
     else:
         hp.expert_epochs, hp.max_start_epoch = 2, 2
         hp.scan_unroll = hp.syn_steps if unroll else 1
+        hp.remat = FLAGS.remat
         init = jax.eval_shape(lambda: models.init_model(model, jax.random.PRNGKey(0), shape)["params"])
         data = experts.ExpertBuffer(params=jax.tree.map(
             lambda p: jax.ShapeDtypeStruct((2, 5) + p.shape, p.dtype), init))
-    algo = algorithms.get_algorithm(config, model, classes, shape)
+    algo = algorithms.get_algorithm(config, model, classes, shape, mesh=mesh)
     state = jax.eval_shape(algo.init, jax.random.PRNGKey(0), synthetic)
     return algo.step, state, data
 
@@ -80,7 +102,7 @@ def measure(name: str) -> dict:
     cost = jax.jit(step).lower(state, data).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     row = {"case": name, "algorithm": algorithm, "classes": classes, "image": [hw, hw, channels], "ipc": ipc,
-           "convnet_depth": depth, **settings, "flops": float(cost["flops"]) if cost and "flops" in cost else None,
+           "convnet_depth": depth, **settings, "remat": FLAGS.remat if algorithm != "dm" else None, "flops": float(cost["flops"]) if cost and "flops" in cost else None,
            "lower_s": round(time.perf_counter() - t, 1)}
     leaves = jax.tree.leaves(data)
     row["data_bytes"] = int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves))
@@ -91,6 +113,17 @@ def measure(name: str) -> dict:
         mem = jax.jit(step).lower(state, data).compile().memory_analysis()
         row.update(temp_bytes=int(mem.temp_size_in_bytes), argument_bytes=int(mem.argument_size_in_bytes),
                    compile_s=round(time.perf_counter() - t, 1))
+    if FLAGS.mesh_devices > 1:
+        from ddjax.sharding import make_mesh
+        t = time.perf_counter()
+        step, state, data = build(name, unroll=False, mesh=make_mesh(jax.devices()[:FLAGS.mesh_devices]))
+        compiled = jax.jit(step).lower(state, data).compile()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        mem = compiled.memory_analysis()
+        row.update(mesh_devices=FLAGS.mesh_devices, mesh_flops_per_device=float(cost.get("flops", float("nan"))),
+                   mesh_temp_bytes=int(mem.temp_size_in_bytes), collective_bytes=collective_bytes(compiled.as_text()),
+                   mesh_compile_s=round(time.perf_counter() - t, 1))
     row.update(backend=jax.default_backend(), machine=platform.machine(), jax=jax.__version__)
     return row
 
