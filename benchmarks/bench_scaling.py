@@ -39,6 +39,7 @@ CASES = {
 }
 flags.DEFINE_list("cases", list(CASES), "Which cases (names in CASES).")
 flags.DEFINE_bool("compile", True, "Also compile for memory_analysis (slow for big cases on CPU).")
+flags.DEFINE_string("dsa", "color_crop_cutout_flip_scale_rotate", "DSA strategy of the step ('none': off).")
 flags.DEFINE_bool("remat", False, "Trajectory matching: rematerialise the differentiated inner steps "
                   "(config.<mtt|satm>.remat).")
 flags.DEFINE_integer("mesh_devices", 0, "Also compile over a data mesh of this many devices (simulated CPU devices: "
@@ -72,7 +73,7 @@ def build(name: str, unroll: bool, mesh=None):
     shape = (hw, hw, channels)
     config = base_config(algorithm)
     config.ipc = ipc
-    config.dsa_strategy = "color_crop_cutout_flip_scale_rotate"
+    config.dsa_strategy = FLAGS.dsa
     hp = config[algorithm]
     for key, value in settings.items():
         hp[key] = value
@@ -102,7 +103,8 @@ def measure(name: str) -> dict:
     cost = jax.jit(step).lower(state, data).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     row = {"case": name, "algorithm": algorithm, "classes": classes, "image": [hw, hw, channels], "ipc": ipc,
-           "convnet_depth": depth, **settings, "remat": FLAGS.remat if algorithm != "dm" else None, "flops": float(cost["flops"]) if cost and "flops" in cost else None,
+           "convnet_depth": depth, **settings, "remat": FLAGS.remat if algorithm != "dm" else None,
+           "dsa": FLAGS.dsa, "flops": float(cost["flops"]) if cost and "flops" in cost else None,
            "lower_s": round(time.perf_counter() - t, 1)}
     leaves = jax.tree.leaves(data)
     row["data_bytes"] = int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves))
