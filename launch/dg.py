@@ -39,9 +39,8 @@ def dg_config(algorithm: str, *, source: str = "styled", base: str = "digits", i
         hp.relabel.views = 300                    # FKD: one view per validation epoch
         iterations = 1000
     else:
-        # fmnist: width 8 and 300 squeeze steps too. Measured 2026-12-06 on the shared 2-core CPU: a width-16
-        # ResNet-18 squeeze step on 3 x 32 28x28 images took ~1 s (1,000 steps > 15 min per held-out domain);
-        # width 8 ~0.4 s (300 steps ~2 min).
+        # fmnist: width 8 and 300 squeeze steps too: on the shared 2-core CPU (2026-12-06) a width-8 squeeze step
+        # on 3 x 32 28x28 images took ~0.4 s compiled, and 300 steps still 668 s under load (docs/results.md).
         width = 8
         # Validation: ConvNet (instance norm). A ResNet-18 of width 8 trained from scratch on 100 images stayed near
         # chance on a held-out domain (random real IPC 10: 0.11-0.17 on styled-digits photo, docs/results.md);
