@@ -9,7 +9,8 @@ this process.
 * SATM: a 2-process run (experts made here first, shared through ``pretrained_dir``) ends with the 1-process set.
 
 Every subprocess shares one persistent compilation cache (``JAX_COMPILATION_CACHE_DIR``), so the resumed run
-loads the killed run's executables instead of compiling again. Nothing here is skipped: gloo (jax 0.10.2's default
+loads the killed run's executables instead of compiling again (the evaluation's programs are most of a tiny run's
+compile time). Nothing here is skipped: gloo (jax 0.10.2's default
 CPU collectives) runs cross-process collectives on any Linux/macOS machine.
 """
 import io
@@ -113,10 +114,17 @@ def restore_on(workdir, step: int, sharding) -> dict:
         checkpointer.close()
 
 
-def test_dm_two_processes_kill_resume_equal_one_process(tmp_path):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    """One persistent compilation cache for every subprocess of this file: the resumed DM run loads the killed
+    run's step, and the SATM pair the DM pair's evaluation programs (same network, set size and protocol)."""
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def test_dm_two_processes_kill_resume_equal_one_process(tmp_path, cache):
     steps = 30
     overrides = dm_overrides(steps)
-    cache, workdir, logs = str(tmp_path / "cache"), str(tmp_path / "mp"), str(tmp_path / "mp_a")
+    workdir, logs = str(tmp_path / "mp"), str(tmp_path / "mp_a")
     procs = launch_pair("dm_tiny", overrides, workdir, logs, cache)
     killed = {}
 
@@ -165,11 +173,11 @@ def test_dm_two_processes_kill_resume_equal_one_process(tmp_path):
                                    rtol=0)
 
 
-def test_satm_two_processes_equal_one_process(tmp_path):
+def test_satm_two_processes_equal_one_process(tmp_path, cache):
     overrides = satm_overrides(str(tmp_path / "pretrained"))
     run(config_of("satm_tiny", overrides), str(tmp_path / "ref"), stream=io.StringIO())   # makes the experts
     logs = str(tmp_path / "mp")
-    procs = launch_pair("satm_tiny", overrides, str(tmp_path / "mp"), logs, str(tmp_path / "cache"))
+    procs = launch_pair("satm_tiny", overrides, str(tmp_path / "mp"), logs, cache)
     wait_ok(procs, logs)
     assert "making experts" not in open(f"{logs}.0").read()
     np.testing.assert_allclose(images(tmp_path / "mp"), images(tmp_path / "ref"), atol=1e-5, rtol=0)
