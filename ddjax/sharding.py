@@ -87,6 +87,18 @@ def batch_splitter(mesh: Mesh | None, axis: int = 0) -> Callable[[jax.Array], ja
     return split
 
 
+def flat_batch_splitter(mesh: Mesh | None) -> Callable[[jax.Array], jax.Array]:
+    """For a per-class batch ``(K, B, ...)`` that the algorithm flattens to ``(K·B, ...)`` before its network: the
+    flattened batch split over the ``data`` axis, handed back as ``(K, B, ...)``. Splitting ``B`` itself
+    (``batch_splitter(mesh, 1)``) does not survive that flattening (a device's rows of every class are not one
+    block of ``K·B``): XLA all-gathers and every device computes the whole step (measured: the same FLOPs per
+    device as one device; with this rule 1/n of them). Identity without a mesh or with one device."""
+    flat = batch_splitter(mesh, 0)
+    if data_size(mesh) == 1:
+        return flat
+    return lambda x: flat(x.reshape((-1,) + x.shape[2:])).reshape(x.shape)
+
+
 def split_batch(mesh: Mesh | None, size: int, what: str, axis: int = 0) -> Callable[[jax.Array], jax.Array]:
     """:func:`check_split` then :func:`batch_splitter`: what every family calls for its batch of ``size`` rows
     along ``axis``; ``what`` names the setting in the error (``"dm.batch_real=6"``)."""
