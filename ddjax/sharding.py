@@ -6,7 +6,7 @@ Meshes (:func:`make_mesh`, built with ``jax.make_mesh`` over all devices of the 
 - ``data``: the distillation step's mesh. Algorithms mark the arrays whose sample axis should be split with
   :func:`batch_splitter` (``with_sharding_constraint(x, NamedSharding(mesh, P(..., "data")))``); everything else
   stays replicated and XLA inserts the reductions (e.g. a per-class mean over a sharded real batch becomes an
-  all-reduce).
+  all-reduce). A batch the algorithm flattens before its network is split flattened (:func:`flat_batch_splitter`).
 - ``seeds``: the evaluator's mesh (:func:`seed_mesh`): the K independently trained networks of an evaluation (and
   MTT's experts, IID's teachers, which are trained by the same function) are split over the devices with
   :func:`map_over_seeds`; each device trains its own seeds, no communication. It uses the fewest devices that
