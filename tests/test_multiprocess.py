@@ -9,8 +9,9 @@ this process.
 * SATM: a 2-process run (experts made here first, shared through ``pretrained_dir``) ends with the 1-process set.
 
 Every subprocess shares one persistent compilation cache (``JAX_COMPILATION_CACHE_DIR``), so the resumed run
-loads the killed run's executables instead of compiling again. The runs distil only (``eval.num_seeds=0``). Nothing here is skipped: gloo (jax 0.10.2's default
-CPU collectives) runs cross-process collectives on any Linux/macOS machine.
+loads the killed run's executables instead of compiling again. The runs distil only (``eval.num_seeds=0``).
+Nothing here is skipped: gloo (jax 0.10.2's default CPU collectives) runs cross-process collectives on any
+Linux/macOS machine.
 """
 import io
 import os
