@@ -3,6 +3,7 @@
     python benchmarks/bench_trajectory.py --what=time --algorithm=mtt --syn_steps=20   # vs mtt_torch.py 1 32 10 20
     python benchmarks/bench_trajectory.py --what=time --algorithm=satm --syn_steps=20
     python benchmarks/bench_trajectory.py --what=memory                               # N x iota x remat grid
+    python benchmarks/bench_trajectory.py --what=compile --scan_unroll=1 --memory_steps=20,80   # compile only
 
 The step is the same work as ``../shared/bench/mtt_torch.py CHANNELS HW IPC SYN_STEPS [BATCH_SYN]``: ConvNet-3
 (w128, instance norm) from an expert snapshot, ``syn_steps`` unrolled SGD steps on minibatches of ``batch_syn``
@@ -10,7 +11,8 @@ synthetic images with per-sample augmentation, normalised parameter distance, me
 learning rate (SGD momentum 0.5), on random stand-in data and a random-walk stand-in expert buffer.
 ``--what=memory`` only compiles (no run) and reports XLA's temporary bytes of one outer step for every
 ``N`` in ``--memory_steps``, ``iota`` in {0, N/3, 2N/3} and remat off/on, plus the ratio to the naive full unroll
-(iota 0, no remat) of the same ``N``. FLOPs: XLA counts a rolled loop body once, so FLOPs are reported for
+(iota 0, no remat) of the same ``N``. ``--what=compile`` compiles the ``--algorithm`` step for every ``N`` in
+``--memory_steps`` with the given ``--scan_unroll``/``--remat`` and reports compile seconds and temporary bytes. FLOPs: XLA counts a rolled loop body once, so FLOPs are reported for
 fully unrolled programs only (``--what=time`` on CPU).
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import time
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +32,8 @@ from launch.config import base_config
 
 from common import time_step, xla_analysis
 
-flags.DEFINE_enum("what", "time", ["time", "memory"], "Time one step, or the temp-memory grid.")
+flags.DEFINE_enum("what", "time", ["time", "memory", "compile"],
+                  "Time one step, the temp-memory grid, or compile time and memory per N.")
 flags.DEFINE_enum("algorithm", "mtt", ["mtt", "satm"], "time: which step.")
 flags.DEFINE_integer("channels", 1, "Image channels.")
 flags.DEFINE_integer("hw", 32, "Image height = width.")
@@ -105,10 +109,27 @@ def bench_memory() -> list[dict]:
     return rows
 
 
+def bench_compile() -> list[dict]:
+    rows = []
+    truncate = None if FLAGS.truncate < 0 else FLAGS.truncate
+    for n in (int(v) for v in FLAGS.memory_steps):
+        algo, state, buffer = _setup(FLAGS.algorithm, n, truncate, FLAGS.remat, FLAGS.scan_unroll)
+        t = time.perf_counter()
+        compiled = jax.jit(algo.step).lower(state, buffer).compile()
+        rows.append({"bench": "trajectory_compile", "algorithm": FLAGS.algorithm, "syn_steps": n,
+                     "scan_unroll": FLAGS.scan_unroll, "remat": FLAGS.remat, "truncate": truncate,
+                     "compile_s": round(time.perf_counter() - t, 2), **xla_analysis(compiled),
+                     "batch_syn": FLAGS.batch_syn, "hw": FLAGS.hw, "backend": jax.default_backend()})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv):
     del argv
     if FLAGS.what == "memory":
         bench_memory()
+    elif FLAGS.what == "compile":
+        bench_compile()
     else:
         print(json.dumps(bench_time()), flush=True)
 

@@ -8,9 +8,10 @@ seed's final test accuracy, and each seed's gain over the first variant (issue 1
 A variant is ``NAME|CONFIG[:ARG]|KEY=VALUE;KEY=VALUE`` (values read as Python literals, else strings; ``steps`` and
 the evaluation settings may be overridden there too). Distillation seed ``s`` is the launcher's ``config.seed``
 (same keys for init, state and evaluation as ``launch.run``); each variant's step is compiled once and reused
-for every seed. The evaluation is the variant's ``config.eval`` (``config.eval.num_seeds`` networks per
-distilled set). Prints one JSON line per (variant, seed) and a markdown table with mean ± std over the seeds and
-the paired gains ``acc(variant, s) − acc(first, s)``.
+for every seed; rows come seed-major (every variant's seed 0 first). The evaluation is the variant's
+``config.eval`` (``config.eval.num_seeds`` networks per distilled set). Prints one JSON line per (variant, seed) and a markdown table with mean ± std over the seeds and
+the paired gains ``acc(variant, s) − acc(first, s)``. Each row also keeps the mean over the steps of every scalar
+step metric (``metric_means``: e.g. SATM's ``loss_perturbed``, ``eps_norm``, ``sam_cosine``) and the final ‖ϕ‖.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def apply_overrides(config, overrides: str):
     return common.override_config(config, [s for s in overrides.split(";") if s.strip()])
 
 
-def run_variant(name: str, config, seeds: list[int], steps: int, dataset, stream) -> list[dict]:
+def build_variant(config, steps: int, dataset, stream) -> dict:
+    """Everything one variant's seeds share: the model, real pool, algorithm, step data and the jitted step."""
     config.steps = steps
     validate_config(config)
     num_classes, shape = dataset.num_classes, dataset.image_shape
@@ -50,30 +52,37 @@ def run_variant(name: str, config, seeds: list[int], steps: int, dataset, stream
     real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, num_classes)
     algo = algorithms.get_algorithm(config, model, num_classes, shape)
     step_data = algorithms.prepare_data(config, dataset, real, stream=stream)
-    step_fn = jax.jit(algo.step)
-    rows = []
-    for seed in seeds:
-        started = time.perf_counter()
-        k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
-        state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
-        times = []
-        for _ in range(steps):
-            t = time.perf_counter()
-            state, metrics = step_fn(state, step_data)
-            float(metrics["loss"])
-            times.append(time.perf_counter() - t)
-        distil = time.perf_counter() - started
-        view = algorithms.eval_view(state, config)
-        result = evaluate_set(jax.random.fold_in(k_eval, steps), config, model, view["images"], view["labels"],
-                              dataset, lr=view.get("lr"))
-        row = dict(variant=name, seed=seed, steps=steps, acc=result.mean, acc_std=result.std,
-                   per_network=list(map(float, result.per_seed)) if hasattr(result, "per_seed") else None,
-                   distil_s=distil, step_s_median=float(np.median(times[1:] or times)),
-                   first_step_s=times[0], eval_s=time.perf_counter() - started - distil,
-                   final_loss=float(metrics["loss"]))
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
+    return dict(config=config, model=model, real=real, algo=algo, step_data=step_data, step_fn=jax.jit(algo.step),
+                dataset=dataset)
+
+
+def run_seed(name: str, v: dict, seed: int, steps: int) -> dict:
+    """Distil variant ``v`` with launcher seed ``seed`` for ``steps`` steps, evaluate, return one row."""
+    config, algo, real, step_fn, step_data = v["config"], v["algo"], v["real"], v["step_fn"], v["step_data"]
+    started = time.perf_counter()
+    k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
+    state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
+    times, sums = [], {}
+    for _ in range(steps):
+        t = time.perf_counter()
+        state, metrics = step_fn(state, step_data)
+        float(metrics["loss"])
+        times.append(time.perf_counter() - t)
+        for k, val in metrics.items():
+            if np.ndim(val) == 0:
+                sums[k] = sums.get(k, 0.0) + float(val)
+    distil = time.perf_counter() - started
+    view = algorithms.eval_view(state, config)
+    result = evaluate_set(jax.random.fold_in(k_eval, steps), config, v["model"], view["images"], view["labels"],
+                          v["dataset"], lr=view.get("lr"))
+    row = dict(variant=name, seed=seed, steps=steps, acc=result.mean, acc_std=result.std,
+               per_network=list(map(float, result.per_seed)) if hasattr(result, "per_seed") else None,
+               distil_s=distil, step_s_median=float(np.median(times[1:] or times)),
+               first_step_s=times[0], eval_s=time.perf_counter() - started - distil,
+               final_loss=float(metrics["loss"]), metric_means={k: val / steps for k, val in sums.items()},
+               image_norm=float(np.linalg.norm(np.asarray(state.synthetic.images))))
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def table(rows: list[dict], names: list[str], seeds: list[int]) -> str:
@@ -99,7 +108,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="", help="write the rows as JSON lines here")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows, names, datasets = [], [], {}
+    rows, names, variants, datasets = [], [], [], {}
     for spec in args.variant:
         name, config_spec, overrides = (spec.split("|") + ["", ""])[:3]
         config = apply_overrides(load_config(config_spec), overrides)
@@ -109,7 +118,11 @@ def main(argv=None) -> None:
                                               source_dir=config.data.source_dir, zca=config.data.zca,
                                               zca_regularization=config.data.zca_regularization)
         names.append(name)
-        rows += run_variant(name, config, seeds, args.steps, datasets[key], sys.stderr)
+        variants.append(build_variant(config, args.steps, datasets[key], sys.stderr))
+    # Seed-major: every variant's seed 0 before any seed 1, so a cut-short run still has paired rows.
+    for seed in seeds:
+        for name, v in zip(names, variants):
+            rows.append(run_seed(name, v, seed, args.steps))
     if args.out:
         with open(args.out, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ddjax import sam
+from ddjax import sam, sharding
 from ddjax.augment import DSAParams, cutmix, dsa, idc_augment, parse_strategy
 from ddjax.errors import ConfigError, check_choice
 from ddjax.models import apply_model, init_model
@@ -376,7 +376,7 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
                    dsa_strategy: str = DEFAULT_DSA_STRATEGY, dsa_params: DSAParams | None = None,
                    num_classes: int | None = None, lr_decay: bool = True, seed_axis: str | None = None,
                    trajectory: bool = False, sharpness: tuple[str, float, float] | None = None,
-                   protocol: str = "dm", cutmix_p: float = 0.0) -> Variables:
+                   protocol: str = "dm", cutmix_p: float = 0.0, mesh: Any = None) -> Variables:
     """Train ``num_seeds`` freshly initialised copies of ``model`` on ``(images, labels)``; one jitted program.
 
     Protocol (DM ``evaluate_synset``, see the module docstring for the exact differences): SGD with momentum and
@@ -405,6 +405,9 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
         (:func:`ddjax.sam.sharpness_aware_gradient`; FTD's flat experts: ``("gsam", rho, alpha)``).
       protocol: ``"dm"`` (above) or ``"idc"``: IDC's MultiStepLR, IDC's DiffAug (module docstring).
       cutmix_p: CutMix probability per batch (IDC's ``mix_p``; 0 = off), with either protocol.
+      mesh: a ``jax.sharding.Mesh`` (e.g. the run's ``data`` mesh): the seeds are split over its devices
+        (:func:`ddjax.sharding.map_over_seeds`; K = 8 on 8 devices trains one seed a device at once), each seed
+        trained exactly as without a mesh. None: all seeds on the default device.
     Returns:
       The trained variables (``{"params", ...}``, ``batch_stats`` for batch-norm models), every leaf with a
       leading axis of size ``num_seeds``.
@@ -435,14 +438,14 @@ def train_networks(key: Any, model: nn.Module, images: Any, labels: Any, *, num_
     b = min(batch_size, n)
     steps_per_epoch = -(-n // b)
     init_variables = _init_core(seed_keys, model=model, image_shape=tuple(int(d) for d in shape[1:]))
-    return _train_core(init_variables, seed_keys, jnp.asarray(images, jnp.float32),
-                       jnp.asarray(labels, jnp.float32 if soft else jnp.int32),
-                       jnp.float32(lr), jnp.float32(momentum), jnp.float32(weight_decay),
-                       model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=b,
-                       dsa_strategy=strategy, dsa_params=params, lr_decay=bool(lr_decay), num_classes=k,
-                       seed_axis=seed_axis, snapshots=bool(trajectory),
-                       sharpness=None if sharpness is None else _check_sharpness(sharpness),
-                       protocol=protocol, cutmix_p=float(cutmix_p))
+    return sharding.map_over_seeds(
+        _train_core, mesh, (init_variables, seed_keys),
+        (jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.float32 if soft else jnp.int32),
+         jnp.float32(lr), jnp.float32(momentum), jnp.float32(weight_decay)),
+        model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=b, dsa_strategy=strategy,
+        dsa_params=params, lr_decay=bool(lr_decay), num_classes=k, seed_axis=seed_axis, snapshots=bool(trajectory),
+        sharpness=None if sharpness is None else _check_sharpness(sharpness), protocol=protocol,
+        cutmix_p=float(cutmix_p))
 
 
 # ---------------------------------------------------------------------------------------------- accuracy

@@ -51,12 +51,13 @@ def train_experts(key: jax.Array, model: nn.Module, images: Any, labels: Any, *,
                   lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0, batch_size: int = 256,
                   dsa_strategy: str = evaluate.DEFAULT_DSA_STRATEGY,
                   sharpness: tuple[str, float, float] | None = None, num_classes: int | None = None,
-                  seed_axis: str | None = None) -> ExpertBuffer:
+                  seed_axis: str | None = None, mesh: Any = None) -> ExpertBuffer:
     """Train ``num_experts`` experts on real ``(images, labels)`` in one program; snapshots every epoch.
 
     Defaults are the reference ``buffer.py`` values (SGD lr 0.01 = its ``--lr_teacher``, no momentum, no weight
     decay, constant lr, DSA).
-    ``sharpness=("gsam", rho, alpha)`` makes FTD-style flat experts. Raises ConfigError for batch-norm models.
+    ``sharpness=("gsam", rho, alpha)`` makes FTD-style flat experts. ``mesh``: the experts are split over its
+    devices (:func:`ddjax.sharding.map_over_seeds`), each trained as without one. Raises ConfigError for batch-norm models.
     """
     variables = evaluate.init_networks(key, model, tuple(images.shape[1:]), num_seeds=1)
     if set(variables) != {"params"}:
@@ -65,7 +66,8 @@ def train_experts(key: jax.Array, model: nn.Module, images: Any, labels: Any, *,
     out = evaluate.train_networks(key, model, images, labels, num_seeds=num_experts, epochs=epochs, lr=lr,
                                   momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
                                   dsa_strategy=dsa_strategy, num_classes=num_classes, lr_decay=False,
-                                  seed_axis=seed_axis, trajectory=True, sharpness=sharpness)
+                                  seed_axis=seed_axis, trajectory=True, sharpness=sharpness,
+                                  mesh=mesh)
     return ExpertBuffer(params=out["trajectory"])
 
 

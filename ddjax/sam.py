@@ -249,8 +249,9 @@ def value_and_grad(fun: Callable[..., tuple[jax.Array, Any]], perturbation: Pert
     3. ``g_sam = ∇_x fun(x + ε, *stop_gradient(args), restart=aux)`` (``fun`` may restart from what the first
        evaluation recorded: SATM's trajectory reuse), and GSAM's :func:`gsam_descent` when ``gsam_alpha`` is set;
 
-    and returns ``((loss, aux), (g_sam, *g_args), state, {"loss_perturbed", "eps_norm"})``: the loss and ``args``'
-    gradients of step 1 (SATM's learnable α), the descent gradient of ``x`` to hand to an optimizer at ``x``.
+    and returns ``((loss, aux), (g_sam, *g_args), state, {"loss_perturbed", "eps_norm", "sam_cosine"})``: the loss
+    and ``args``' gradients of step 1 (SATM's learnable α), the descent gradient of ``x`` to hand to an optimizer at
+    ``x``; ``sam_cosine`` = cos(∇_x fun(x̃), descent gradient), how far the SAM step turns the update.
     """
     if gsam_alpha is not None:
         _check_alpha(gsam_alpha)
@@ -263,7 +264,10 @@ def value_and_grad(fun: Callable[..., tuple[jax.Array, Any]], perturbation: Pert
             optax.tree.add(x, eps), *jax.lax.stop_gradient(args), restart=aux)
         if gsam_alpha is not None:
             g_sam = gsam_descent(grads[0], g_sam, gsam_alpha)
-        info = {"loss_perturbed": loss_perturbed, "eps_norm": optax.tree.norm(eps)}
+        # cos(∇F(x̃), descent gradient): 1 when the SAM step does not change the update's direction.
+        cosine = optax.tree.vdot(grads[0], g_sam) / jnp.maximum(
+            optax.tree.norm(grads[0]) * optax.tree.norm(g_sam), jnp.finfo(jnp.float32).tiny)
+        info = {"loss_perturbed": loss_perturbed, "eps_norm": optax.tree.norm(eps), "sam_cosine": cosine}
         return (loss, aux), (g_sam, *grads[1:]), state, info
 
     return grad_fn

@@ -53,16 +53,17 @@ def build_teacher_model(tc: ml_collections.ConfigDict, num_classes: int) -> nn.M
 def train_teachers(key: jax.Array, model: nn.Module, images: Any, labels: Any, *, num_teachers: int, epochs: int,
                    lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 256,
                    dsa_strategy: str = "none", lr_decay: bool = False, num_classes: int | None = None,
-                   seed_axis: str | None = None) -> dict:
+                   seed_axis: str | None = None, mesh: Any = None) -> dict:
     """Train ``num_teachers`` fresh copies of ``model`` on real ``(images, labels)`` in one program.
 
     Defaults are the reference ``pre_model.py`` values (SGD 0.01, momentum 0.9, wd 5e-4, constant lr, no
-    augmentation). Returns stacked variables: every leaf has a leading axis of size ``num_teachers``.
+    augmentation). ``mesh``: the teachers are split over its devices (:func:`ddjax.sharding.map_over_seeds`).
+    Returns stacked variables: every leaf has a leading axis of size ``num_teachers``.
     """
     return evaluate.train_networks(key, model, images, labels, num_seeds=num_teachers, epochs=epochs, lr=lr,
                                    momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
                                    dsa_strategy=dsa_strategy, lr_decay=lr_decay, num_classes=num_classes,
-                                   seed_axis=seed_axis)
+                                   seed_axis=seed_axis, mesh=mesh)
 
 
 def pool_size(pool: Any) -> int:
@@ -127,11 +128,12 @@ def check_teacher_embedding(model: nn.Module, pool: Any, images: np.ndarray) -> 
 
 def load_or_make_teachers(config: ml_collections.ConfigDict, tc: ml_collections.ConfigDict, dataset: Any, *,
                           allow_make: bool | None = None, stream: TextIO | None = None,
-                          config_hint: str = "<this run's config file>") -> tuple[Any, str, nn.Module]:
+                          config_hint: str = "<this run's config file>", mesh: Any = None
+                          ) -> tuple[Any, str, nn.Module]:
     """Load the teacher pool ``tc`` describes for ``dataset``, or train and store it (when allowed).
 
     ``allow_make`` defaults to ``config.make_pretrained``; ``config.pretrained_dir`` is the store's root. Returns
-    ``(stacked variables, path, teacher model)``; raises DataNotFoundError naming the command that makes the pool.
+    ``(stacked variables, path, teacher model)``; ``mesh``: the teachers train split over its devices; raises DataNotFoundError naming the command that makes the pool.
     """
     check_teacher_config(tc)
     model = build_teacher_model(tc, dataset.num_classes)
@@ -141,7 +143,7 @@ def load_or_make_teachers(config: ml_collections.ConfigDict, tc: ml_collections.
         return train_teachers(jax.random.PRNGKey(tc.seed), model, dataset.train_images, dataset.train_labels,
                               num_teachers=tc.num_teachers, epochs=tc.epochs, lr=tc.lr, momentum=tc.momentum,
                               weight_decay=tc.weight_decay, batch_size=tc.batch_size, dsa_strategy=tc.dsa_strategy,
-                              lr_decay=tc.lr_decay, num_classes=dataset.num_classes)
+                              lr_decay=tc.lr_decay, num_classes=dataset.num_classes, mesh=mesh)
 
     allow = bool(config.get("make_pretrained", True)) if allow_make is None else allow_make
     pool, path = pretrained.load_or_make(

@@ -62,10 +62,16 @@ class Checkpointer:
                                                         record=ocp.args.JsonSave(record)))
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-        """Restore ``step`` into the structure of ``abstract_state`` (from ``jax.eval_shape``).
+        """Restore ``step`` into the structure of ``abstract_state`` (from ``jax.eval_shape``, or the state itself).
 
-        Raises CheckpointError (one line, with the fix) if the files are damaged or from another structure.
+        Arrays of ``abstract_state`` that carry a sharding (a concrete state's arrays, or ``ShapeDtypeStruct``s
+        with one) are restored with that sharding: the checkpoint is read onto this run's mesh whatever device or
+        process count saved it (orbax reads each device's slice of the saved global arrays), and in a
+        multi-process run every process reads only its own part. Raises CheckpointError (one line, with the fix)
+        if the files are damaged or from another structure.
         """
+        abstract_state = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), abstract_state)
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state), record=ocp.args.JsonRestore()))

@@ -15,7 +15,7 @@ from ddjax.errors import ConfigError, check_choice
 # Fields that may change between a run and its resumption without making the workdir "a different run".
 RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every", "eval.every", "keep_checkpoints",
                     "data.data_dir", "data.source_dir", "pretrained_dir",  # where the same data / networks live
-                    "make_pretrained")
+                    "make_pretrained", "compilation_cache")
 
 
 def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
@@ -33,6 +33,9 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
     # Networks trained once and reused (expert trajectories, teacher pools; see ddjax.pretrained).
     c.pretrained_dir = config_dict.placeholder(str)  # None: $DDJAX_CACHE_DIR/pretrained or ~/.cache/ddjax/pretrained
     c.make_pretrained = True        # make missing ones on the fly; False: fail with the command that makes them
+    # JAX's persistent compilation cache (launch.compile_cache): auto = $DDJAX_CACHE or <workdir's parent>/.jax_cache;
+    # "off"; or a directory. A repeated or resumed run skips its compiles.
+    c.compilation_cache = "auto"
 
     c.data = ml_collections.ConfigDict(dict(
         name="digits",              # digits (embedded) | fashion_mnist | any tfds dataset prepared in data_dir
@@ -54,13 +57,14 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         image_size=0,               # square side; 0: the base size (rotated/styled), 32 (folder)
         split_seed=0,               # folder: DomainBed's trial seed of the per-domain 8:2 split
         train_per_domain=0,         # styled: class-balanced train images kept per domain (0: the whole split)
+        test_per_class=0,           # > 0: evaluate on the first n test images of each class per domain (0: all)
         plan="stream",              # stream | joint | gather | leave_one_out (launch.staged); steps = per phase
     ))
     c.model = ml_collections.ConfigDict(dict(name="convnet", width=128, depth=3, norm="instance", pooling="avg"))
 
     c.eval = ml_collections.ConfigDict(dict(
         every=500,                  # evaluate the synthetic set every N steps (and always at the end); 0: end only
-        num_seeds=5,                # K networks trained in one vmapped program
+        num_seeds=5,                # K networks trained in one vmapped program; 0: distil only, no evaluation
         epochs=1000,                # reference: 1000 (300 for DC without augmentation)
         lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256,
         dsa_strategy="color_crop_cutout_flip_scale_rotate",
@@ -114,8 +118,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     augment.parse_strategy(config.dsa_strategy)
     augment.parse_strategy(config.eval.dsa_strategy)
     for path in ("ipc", "steps", "log_every", "checkpoint_every", "keep_checkpoints", "model.width", "model.depth",
-                 "eval.num_seeds", "eval.epochs", "eval.batch_size"):
+                 "eval.epochs", "eval.batch_size"):
         _positive(config, path)
+    staged = config.get("domains") is not None and bool(config.domains.source)
+    _positive(config, "eval.num_seeds", minimum=1 if staged else 0)   # staged runs' A^T needs evaluations
+    if not config.eval.num_seeds and config.eval.get("architectures", ""):
+        raise ConfigError("eval.architectures needs trained networks but eval.num_seeds=0 (distil only); set "
+                          "eval.num_seeds >= 1 or evaluate later with python -m launch.evaluate --num_seeds=K")
     _positive(config, "eval.every", minimum=0)
     check_choice("eval.protocol", config.eval.protocol, evaluate.PROTOCOLS)
     if not 0.0 <= config.eval.cutmix_p <= 1.0:
@@ -142,7 +151,7 @@ def _validate_domains(config: ml_collections.ConfigDict) -> None:
     if d.get("train_per_domain", 0) and d.source != "styled":
         raise ConfigError(f"domains.train_per_domain applies to source=styled only (got source={d.source}); "
                           "set it to 0")
-    for path in ("domains.num_domains", "domains.image_size", "domains.train_per_domain"):
+    for path in ("domains.num_domains", "domains.image_size", "domains.train_per_domain", "domains.test_per_class"):
         _positive(config, path, minimum=0)
     if not d.angle_step > 0:
         raise ConfigError(f"domains.angle_step must be > 0 degrees, got {d.angle_step}; DIDD's R-MNIST: 9")

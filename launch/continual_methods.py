@@ -20,7 +20,8 @@ from launch import outputs
 
 # λ (config.didd.penalty_weight) of the pixel-space baselines, picked by A^T on didd_tiny's stream (seed 0, λ over
 # 1e-3 .. 1; docs/results.md, "DIDD", λ sweep): larger λ over-stabilise (the set stays on domains 1-2), smaller ones
-# are Finetune. LwF and LF keep 1 (not swept). Not re-swept at other scales; --config.didd.penalty_weight overrides.
+# are Finetune. LwF keeps 1: its A^T is flat (0.703-0.706) over λ in 1e-2 .. 100 (docs/results.md, LwF λ sweep).
+# LF keeps 1 (not swept). Not re-swept at other scales; --config.didd.penalty_weight overrides.
 PENALTY_WEIGHTS = {"ewc": 1e-3, "mas": 1e-2, "lwf": 1.0, "lf": 1.0}
 PLAN_METHODS = tuple(f"{plan}_{name}" for plan in ("joint", "gather") for name in ("m3d", "dsa", "dc"))
 METHODS = didd.MODES + PLAN_METHODS

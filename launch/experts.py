@@ -22,6 +22,7 @@ def make_experts(config, stream=None) -> str:
     from ddjax import data
     from ddjax.algorithms import trajectory
     from ddjax.errors import check_choice
+    from ddjax.sharding import make_mesh
     from launch.config import validate_config
 
     validate_config(config)
@@ -31,7 +32,7 @@ def make_experts(config, stream=None) -> str:
                                 zca=config.data.zca, zca_regularization=config.data.zca_regularization)
     with config.unlocked():
         config.make_pretrained = True
-    buffer, path = trajectory.load_or_make_experts(config, dataset, hp, stream)
+    buffer, path = trajectory.load_or_make_experts(config, dataset, hp, stream, mesh=make_mesh())
     print(f"experts: {buffer.num_experts} trajectories x {buffer.num_snapshots} snapshots in {path}",
           file=stream or sys.stdout)
     return path

@@ -18,6 +18,14 @@ config_flags.DEFINE_config_file("config", None, "Path to a ddjax config file (co
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, pictures and results "
                     "(default: workdirs/<config file name>[_<config argument>]).")
 flags.DEFINE_bool("print_config", False, "Print the resolved config (file + --config.* overrides) and exit.")
+# jax.distributed.initialize's arguments (launch.distributed, docs/scaling.md): one process per host
+flags.DEFINE_string("coordinator_address", None, "Multi-process run: HOST:PORT of process 0 (default "
+                    "$JAX_COORDINATOR_ADDRESS; found automatically on Cloud TPU, SLURM, Open MPI).")
+flags.DEFINE_integer("num_processes", None, "Multi-process run: number of processes (default $JAX_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "Multi-process run: this process's id in [0, num_processes) "
+                     "(default $JAX_PROCESS_ID).")
+flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "Multi-process run: a process silent this long is dead "
+                     "and JAX stops the others.")
 
 
 def main(argv):
@@ -27,6 +35,10 @@ def main(argv):
         return
     import jax  # after absl parsed flags, so --xla/--jax env settings from the shell apply
 
+    from launch import distributed
+    # before any JAX computation (importing launch.run computes nothing)
+    cli.run_or_exit(distributed.initialize, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                    FLAGS.heartbeat_timeout_seconds)
     from launch.run import run
 
     workdir = FLAGS.workdir or cli.default_workdir(FLAGS["config"].config_filename)

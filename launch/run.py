@@ -23,7 +23,6 @@ step loop (:func:`train_steps`) per phase, with per-phase outputs documented the
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -35,9 +34,9 @@ import ml_collections
 import numpy as np
 
 from ddjax import algorithms, data, evaluate, models
-from ddjax.errors import DivergenceError
+from ddjax.errors import ConfigError, DivergenceError
 from ddjax.sharding import make_mesh, replicate
-from launch import cross_architecture, outputs, staged
+from launch import compile_cache, cross_architecture, distributed, outputs, staged
 from launch.checkpoint import Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict, validate_config
 
@@ -55,7 +54,8 @@ def build_eval_model(config: ml_collections.ConfigDict, num_classes: int):
 
 def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, images, labels,
                  dataset: data.Dataset, lr: float | None = None) -> evaluate.EvalResult:
-    """Train ``config.eval.num_seeds`` fresh networks on (images, labels) in one vmapped program; test accuracy.
+    """Train ``config.eval.num_seeds`` fresh networks on (images, labels) in one program, the seeds split over the
+    devices (:func:`ddjax.sharding.map_over_seeds`); test accuracy.
 
     ``lr``: the training learning rate when the algorithm learned one (MTT/SATM's α) and ``config.eval.learned_lr``
     is on; ``config.eval.lr`` otherwise."""
@@ -65,7 +65,14 @@ def evaluate_set(key: jax.Array, config: ml_collections.ConfigDict, model, image
         key, model, np.asarray(images), np.asarray(labels), dataset.test_images, dataset.test_labels,
         num_seeds=e.num_seeds, epochs=e.epochs, lr=train_lr, momentum=e.momentum, weight_decay=e.weight_decay,
         batch_size=e.batch_size, dsa_strategy=e.dsa_strategy, num_classes=dataset.num_classes,
-        protocol=e.protocol, cutmix_p=e.cutmix_p)
+        protocol=e.protocol, cutmix_p=e.cutmix_p, mesh=make_mesh())
+
+
+@jax.jit
+def _watch(first_bad: jax.Array, bad_loss: jax.Array, loss: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Device-side divergence record: the first step whose loss was non-finite (0: none yet) and that loss."""
+    new = (first_bad == 0) & ~jnp.isfinite(loss)
+    return jnp.where(new, step, first_bad), jnp.where(new, loss.astype(jnp.float32), bad_loss)
 
 
 def train_steps(state, step_fn: Callable, step_data, first: int, last: int, *, config: ml_collections.ConfigDict,
@@ -74,21 +81,35 @@ def train_steps(state, step_fn: Callable, step_data, first: int, last: int, *, c
     """Run the jitted ``step_fn`` for steps ``first..last`` (1-based, inclusive): stop on a non-finite loss, log
     every ``config.log_every`` steps and at ``last``, call ``on_step(step, state)``, checkpoint every
     ``config.checkpoint_every`` steps before ``last`` (the caller saves ``last`` itself, after what it does at the
-    end). Shared by the single-dataset run and every phase of a staged run. Returns the state after ``last``."""
+    end). Shared by the single-dataset run and every phase of a staged run. Returns the state after ``last``.
+
+    No host sync between those steps (issue 15): the loss stays on device and :func:`_watch` records the first
+    step that went non-finite; the record is read only at log, checkpoint, evaluation (``config.eval.every``, when
+    ``on_step`` is given) and last steps, so the error still names that step, and a checkpoint is written only of
+    a state known finite (the last good one is kept)."""
+    first_bad, bad_loss = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
+    eval_every = config.eval.every if on_step is not None else 0
     for step in range(first, last + 1):
         state, metrics = step_fn(state, step_data)
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            raise DivergenceError(
-                f"loss became {loss} at step {step}; the last good checkpoint (step {checkpointer.latest_step()}) is "
-                f"kept in {checkpointer.directory}; lower the image learning rate (--config.{config.algorithm}.lr_img)"
-                " or check the data")
-        progress.update(step, loss=loss)
-        if step % config.log_every == 0 or step == last:
-            writer.write(step=step, seconds=elapsed(), **{k: float(v) for k, v in metrics.items()})
+        first_bad, bad_loss = _watch(first_bad, bad_loss, metrics["loss"], step)
+        logged = step % config.log_every == 0 or step == last
+        saved = step % config.checkpoint_every == 0 and step != last
+        if logged or saved or (eval_every and step % eval_every == 0):
+            bad = int(first_bad)  # the one host sync
+            if bad:
+                raise DivergenceError(
+                    f"loss became {float(bad_loss)} at step {bad}; the last good checkpoint (step "
+                    f"{checkpointer.latest_step()}) is kept in {checkpointer.directory}; lower the image learning "
+                    f"rate (--config.{config.algorithm}.lr_img) or check the data")
+        if logged:
+            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            progress.update(step, loss=values["loss"])
+            writer.write(step=step, seconds=elapsed(), **values)
+        else:
+            progress.update(step)
         if on_step is not None:
             on_step(step, state)
-        if step % config.checkpoint_every == 0 and step != last:
+        if saved:
             checkpointer.save(step, state, {"step": step, "seconds": elapsed()})
     return state
 
@@ -102,8 +123,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     stream = sys.stderr if stream is None else stream
     started = time.perf_counter()
     validate_config(config)
+    compile_cache.enable(config.get("compilation_cache", "auto"), workdir)   # before the first compile
     if config.get("domains") is not None and config.domains.source:   # a run over a domain collection
+        if jax.process_count() > 1:
+            raise ConfigError("staged runs (config.domains.source) run in one process; start one process without "
+                              "--num_processes/--coordinator_address")
         return staged.run_staged(config, workdir, stream)
+    writes = distributed.is_writer()   # process 0 speaks and writes for a multi-process run (launch.distributed)
+    stream = stream if writes else open(os.devnull, "w")
     config_dict = config_to_dict(config)
     check_workdir(workdir, config_dict)
 
@@ -112,42 +139,45 @@ def run(config: ml_collections.ConfigDict, workdir: str, stream: TextIO | None =
     num_classes, image_shape = dataset.num_classes, dataset.image_shape
     mesh = make_mesh()
     model = build_eval_model(config, num_classes)
-    real = replicate(algorithms.make_real_pool(dataset.train_images, dataset.train_labels, num_classes), mesh)
+    real = distributed.real_pool(dataset.train_images, dataset.train_labels, num_classes, mesh)
     algo = algorithms.get_algorithm(config, model, num_classes, image_shape, mesh=mesh)
-    step_data = replicate(algorithms.prepare_data(config, dataset, real, mesh=mesh, stream=stream), mesh)
+    step_data = distributed.replicate_rest(algorithms.prepare_data(config, dataset, real, mesh=mesh, stream=stream),
+                                           mesh)
 
     k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(config.seed), 3)  # k_eval: evals + baseline
     synthetic = algorithms.init_synthetic(k_init, real, config.ipc, config.init)
     # Every leaf gets its own buffer: the jitted step donates the state, and XLA refuses a buffer donated twice
     # (an init that stores the same array in two places, e.g. images and their EMA, would otherwise fail).
     state = replicate(jax.tree.map(jnp.copy, algo.init(k_state, synthetic)), mesh)
-    record_config(workdir, config_dict)
+    if writes:
+        record_config(workdir, config_dict)
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
-    tensorboard = outputs.TensorBoardWriter(os.path.join(workdir, "tensorboard"),
+    tensorboard = outputs.TensorBoardWriter(os.path.join(workdir, "tensorboard") if writes else None,
                                             resume_step=checkpointer.latest_step() or 0, stream=stream)
     try:
         return _loop(config, workdir, stream, started, dataset, model, step_data, algo, state, checkpointer,
-                     k_eval, config_dict, mesh, tensorboard)
+                     k_eval, config_dict, mesh, tensorboard, writes)
     finally:
         tensorboard.close()
         checkpointer.close()
 
 
 def _loop(config, workdir, stream, started, dataset, model, step_data, algo, state, checkpointer, k_eval, config_dict,
-          mesh, tensorboard) -> dict:
+          mesh, tensorboard, writes=True) -> dict:
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     start = checkpointer.latest_step()
     previous_seconds = 0.0
     if start is not None:
-        state, record = checkpointer.restore(start, jax.eval_shape(lambda: state))
+        state, record = checkpointer.restore(start, state)   # onto this run's mesh, whatever the saved one
         state = replicate(state, mesh)
         previous_seconds = float(record.get("seconds", 0.0))
         print(f"resuming from step {start} ({checkpointer.directory})", file=stream)
     start = start or 0
-    if start == 0 and os.path.exists(metrics_path):
+    if start == 0 and writes and os.path.exists(metrics_path):
         os.remove(metrics_path)  # records of an attempt that died before its first checkpoint
-    writer = outputs.MetricsWriter(metrics_path, resume_step=start or None, tensorboard=tensorboard)
+    writer = outputs.MetricsWriter(metrics_path if writes else None, resume_step=start or None,
+                                   tensorboard=tensorboard)
 
     step_fn = jax.jit(algo.step, donate_argnums=0)
     progress = outputs.Progress(config.steps, initial=start, stream=stream, log_every=config.log_every,
@@ -162,24 +192,28 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
             evaluate_now(step, current)
 
     def evaluate_now(step: int, current) -> None:
-        view = algorithms.eval_view(current, config)
-        result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, view["images"], view["labels"],
-                              dataset, lr=view.get("lr"))
-        record = {"synthetic_acc": result.mean, "synthetic_acc_std": result.std}
-        if "lr" in view:
-            record["eval_lr"] = float(view["lr"]) if config.eval.learned_lr else float(config.eval.lr)
-        writer.write(step=step, **record)
+        """Evaluate the set (unless ``eval.num_seeds`` = 0: distil only) and draw its picture."""
+        view = distributed.to_host(algorithms.eval_view(current, config))
+        if evaluates:
+            result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, view["images"], view["labels"],
+                                  dataset, lr=view.get("lr"))
+            record = {"synthetic_acc": result.mean, "synthetic_acc_std": result.std}
+            if "lr" in view:
+                record["eval_lr"] = float(view["lr"]) if config.eval.learned_lr else float(config.eval.lr)
+            writer.write(step=step, **record)
+            progress.write(f"step {step}: synthetic accuracy {result.mean:.4f} ± {result.std:.4f} "
+                           f"over {config.eval.num_seeds} seeds")
+            last_eval["result"] = result
         pixels = dataset.to_pixels(np.asarray(view["images"]))
         labels = np.asarray(view["labels"])
-        os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
-        for name in (f"images/step_{step:06d}.png", "synthetic.png"):
-            outputs.save_image_grid(os.path.join(workdir, name), pixels, labels, dataset.num_classes,
-                                    dataset.class_names)
-        tensorboard.add_image_file("images/synthetic", os.path.join(workdir, "synthetic.png"), step)
-        progress.write(f"step {step}: synthetic accuracy {result.mean:.4f} ± {result.std:.4f} "
-                       f"over {config.eval.num_seeds} seeds")
-        last_eval["result"] = result
+        if writes:
+            os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
+            for name in (f"images/step_{step:06d}.png", "synthetic.png"):
+                outputs.save_image_grid(os.path.join(workdir, name), pixels, labels, dataset.num_classes,
+                                        dataset.class_names)
+            tensorboard.add_image_file("images/synthetic", os.path.join(workdir, "synthetic.png"), step)
 
+    evaluates = config.eval.num_seeds > 0
     last_eval: dict[str, Any] = {}
     state = train_steps(state, step_fn, step_data, start + 1, config.steps, config=config, writer=writer,
                         progress=progress, checkpointer=checkpointer, elapsed=elapsed,
@@ -193,9 +227,10 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     result: dict[str, Any] = {
         "algorithm": config.algorithm, "dataset": dataset.name, "ipc": config.ipc, "steps": final_step,
         "model": config_dict["model"], "eval_epochs": config.eval.epochs, "num_seeds": config.eval.num_seeds,
-        "synthetic": last_eval["result"].to_dict(),
     }
-    if config.eval.random_real:
+    if evaluates:   # eval.num_seeds = 0: no "synthetic" entry (launch.evaluate --num_seeds=K evaluates it later)
+        result["synthetic"] = last_eval["result"].to_dict()
+    if config.eval.random_real and evaluates:
         k_subset, k_train = jax.random.split(jax.random.fold_in(k_eval, 2**31 - 1))  # not a step number
         images, labels = evaluate.random_real_subset(k_subset, dataset.train_images, dataset.train_labels,
                                                      config.ipc, dataset.num_classes)
@@ -204,7 +239,7 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
         writer.write(step=final_step, random_real_acc=baseline.mean, random_real_acc_std=baseline.std)
         print(f"random real images (ipc {config.ipc}): accuracy {baseline.mean:.4f} ± {baseline.std:.4f}",
               file=stream)
-    view = algorithms.eval_view(state, config)
+    view = distributed.to_host(algorithms.eval_view(state, config))
     cross = {name: cross_architecture.evaluate_architecture(name, config, dataset, view["images"], view["labels"],
                                                             view.get("lr"))
              for name in models.parse_architectures(config.eval.architectures)}
@@ -216,6 +251,8 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     writer.close()
     result["seconds"] = elapsed()
     result["wall_seconds_this_invocation"] = time.perf_counter() - started
+    if not writes:
+        return result
 
     outputs.save_synthetic(os.path.join(workdir, "synthetic.npz"), np.asarray(view["images"]),
                            np.asarray(view["labels"]), pixels=dataset.to_pixels(np.asarray(view["images"])),

@@ -61,7 +61,7 @@ def phase_of_step(step: int, steps_per_phase: int) -> int:
 def train_eval_networks(key: jax.Array, config: ml_collections.ConfigDict, model, images, labels, num_classes: int,
                         lr: float | None = None):
     """``config.eval.num_seeds`` networks trained once on ``(images, labels)`` (the settings of
-    :func:`launch.run.evaluate_set`), to be tested on several domains."""
+    :func:`launch.run.evaluate_set`, the seeds split over the devices), to be tested on several domains."""
     e = config.eval
     train_lr = float(lr) if (lr is not None and e.learned_lr) else e.lr
     # The evaluation-protocol fields (config.eval.protocol, cutmix_p) go to train_networks as evaluate_set's do.
@@ -69,7 +69,7 @@ def train_eval_networks(key: jax.Array, config: ml_collections.ConfigDict, model
     return evaluate.train_networks(key, model, np.asarray(images), np.asarray(labels), num_seeds=e.num_seeds,
                                    epochs=e.epochs, lr=train_lr, momentum=e.momentum, weight_decay=e.weight_decay,
                                    batch_size=e.batch_size, dsa_strategy=e.dsa_strategy, num_classes=num_classes,
-                                   **protocol)
+                                   mesh=make_mesh(), **protocol)
 
 
 def _phase_config(config: ml_collections.ConfigDict, dataset_name: str) -> ml_collections.ConfigDict:

@@ -26,6 +26,7 @@ def make_teachers(config, stream=None, config_hint: str = "<config file>") -> di
 
     from ddjax import data, evaluate, teachers
     from ddjax.errors import check_choice
+    from ddjax.sharding import make_mesh
     from launch.config import validate_config
 
     validate_config(config)
@@ -35,7 +36,7 @@ def make_teachers(config, stream=None, config_hint: str = "<config file>") -> di
                                 zca=config.data.zca, zca_regularization=config.data.zca_regularization)
     stream = sys.stdout if stream is None else stream
     pool, path, model = teachers.load_or_make_teachers(config, tc, dataset, allow_make=True, stream=stream,
-                                                       config_hint=config_hint)
+                                                       config_hint=config_hint, mesh=make_mesh())
     acc = evaluate.accuracy(model, pool, dataset.test_images, dataset.test_labels)
     print(f"teachers: {teachers.pool_size(pool)} x {tc.model} (width {tc.width}, norm {tc.norm}, {tc.epochs} epochs) "
           f"in {path}; test accuracy {np.mean(acc):.4f} ± {np.std(acc):.4f} "

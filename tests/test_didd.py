@@ -78,7 +78,7 @@ def reference_gradients(setup):
     g_plastic = jax.grad(lambda s: per_class(s, None))(current)
     g_stable = jax.grad(lambda s: per_class(s, previous.images))(current)
     meta = jax.jit(jax.grad(lambda s: per_class(s, None) + per_class(s, previous.images)))
-    return np.asarray(g_plastic, np.float64), np.asarray(g_stable, np.float64), meta
+    return np.asarray(g_plastic, np.float64), np.asarray(g_stable, np.float64), meta, per_class
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_constant_rates_give_the_summed_update():
 @pytest.mark.parametrize("mode", ["finetune", "stable", "linear", "bilevel"])
 def test_mode_update_matches_hand_formula(setup, reference_gradients, mode, request):
     pool, model, previous, current = setup
-    g_p, g_s, meta_grad = reference_gradients
+    g_p, g_s, meta_grad, _ = reference_gradients
     if mode == "bilevel":
         config, _, (new_state, metrics) = request.getfixturevalue("bilevel_step")
     else:
@@ -193,6 +193,45 @@ def test_mode_update_matches_hand_formula(setup, reference_gradients, mode, requ
         expected = -(w(a_bar) * g_s + w(b_bar) * g_p)
     np.testing.assert_allclose(delta, expected, rtol=2e-3, atol=1e-4 * np.abs(expected).max())
     assert np.isfinite(float(metrics["loss"]))
+
+
+def test_meta_normalise_weighs_each_loss_by_its_current_value(setup, reference_gradients):
+    """``didd.meta_normalise``: L_meta = L_S(x̂_meta)/max(L_S(x̂), 0.01 L_P(x̂)) + L_P(x̂_meta)/L_P(x̂); the rates'
+    step by hand from the independent per-class losses, as the bilevel hand formula above."""
+    pool, model, previous, current = setup
+    g_p, g_s, _, per_class = reference_gradients
+    config = _config("bilevel", meta_normalise=True)
+    algo = didd.make(config, model, K, SHAPE)
+    new_state, _ = jax.jit(algo.step)(_later_state(algo, setup, config), pool)
+    l_p, l_s = float(per_class(current, None)), float(per_class(current, previous.images))
+    w_s, w_p = 1.0 / max(l_s, 0.01 * l_p), 1.0 / l_p
+    x_meta = jnp.asarray(np.asarray(current, np.float64) - LR * (g_s + g_p), jnp.float32)
+    g_meta = np.asarray(jax.grad(lambda s: w_s * per_class(s, previous.images) + w_p * per_class(s, None))(x_meta),
+                        np.float64)
+    lam = config.didd.lambda_alpha / IPC
+    rates = new_state.extras["didd"].rates
+    np.testing.assert_allclose(rates.alpha, -1e-2 * 0.5 * (-LR * np.sum(g_meta * g_s, axis=(1, 2, 3)) + lam),
+                               rtol=2e-3, atol=1e-9)
+    np.testing.assert_allclose(rates.beta, -1e-2 * 0.5 * (-LR * np.sum(g_meta * g_p, axis=(1, 2, 3)) + lam),
+                               rtol=2e-3, atol=1e-9)
+
+
+def test_reset_rates_zeroes_alpha_beta_at_later_boundaries():
+    """``didd.reset_rates``: α, β (and their SGD state) back to 0 before phases ≥ 1, untouched before phase 0 and
+    kept (the default) without the switch."""
+    rates = didd.Rates(jnp.asarray([0.5, -1.0]), jnp.asarray([2.0, 0.25]), ())
+    state = algorithms.DistillState(
+        step=jnp.zeros((), jnp.int32), rng=jax.random.PRNGKey(0),
+        synthetic=algorithms.SyntheticSet(images=jnp.ones((2, 2, 2, 1)), labels=jnp.zeros((2,), jnp.int32),
+                                          extras={"stored": jnp.ones((2, 2, 2, 1))}),
+        opt_state=(), extras={"didd": didd.DIDDState(jnp.zeros((2, 2, 2, 1)), jnp.zeros((), bool), rates, ())})
+    for phase, reset, expected in [(1, True, ([0, 0], [0, 0])), (0, True, ([0.5, -1], [2, 0.25])),
+                                   (2, False, ([0.5, -1], [2, 0.25]))]:
+        out = didd.boundary(state, phase, reset_rates=reset).extras["didd"].rates
+        np.testing.assert_array_equal(out.alpha, expected[0])
+        np.testing.assert_array_equal(out.beta, expected[1])
+    config = ml_collections.ConfigDict(dict(algorithm="didd", didd=dict(reset_rates=True)))
+    np.testing.assert_array_equal(algorithms.boundary(state, config, 1).extras["didd"].rates.alpha, [0, 0])
 
 
 def test_boundary_freezes_exactly_the_previous_set(setup):
@@ -289,7 +328,7 @@ def test_bad_config_is_one_line(setup, field, value, needle):
 
 def test_bad_batch_and_shape_are_one_line(setup):
     pool, model, previous, _ = setup
-    with pytest.raises(ConfigError, match="divisible") as info:
+    with pytest.raises(ConfigError, match="smaller than the 8 devices") as info:
         didd.make(_config(batch_real=6), model, K, SHAPE, mesh=make_mesh())
     assert "\n" not in str(info.value)
     algo = didd.make(_config(), model, K, SHAPE)

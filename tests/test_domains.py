@@ -200,7 +200,8 @@ def test_domains_config_is_off_by_default_and_validated():
     validate_config(c)
     for field, value, message in (("plan", "cumulative", "unknown domains.plan 'cumulative'"),
                                   ("source", "warped", "unknown domains.source 'warped'"),
-                                  ("num_domains", -1, "domains.num_domains must be >= 0")):
+                                  ("num_domains", -1, "domains.num_domains must be >= 0"),
+                                  ("test_per_class", -2, "domains.test_per_class must be >= 0")):
         bad = base_config("dm")
         bad.domains.source = "rotated"
         bad.domains[field] = value
@@ -278,3 +279,24 @@ def test_collection_from_config_is_one_function_for_library_and_launcher():
     config.domains.source, config.domains.base, config.domains.names = "styled", "digits", "sketch,photo"
     collection = collection_from_config(config)
     assert collection.domains == ("sketch", "photo") and collection.image_shape == (8, 8, 3)
+
+
+def test_test_per_class_keeps_the_first_images_of_each_class():
+    """``domains.test_per_class``: every domain's test split is the first n images of each class, in split order;
+    the train split is untouched."""
+    from ddjax.data import collection_from_config
+    labels = np.asarray([2, 0, 1, 0, 2, 2, 1, 0, 0, 1])
+    np.testing.assert_array_equal(dom.test_subset(labels, 2), [0, 1, 2, 3, 4, 6])
+    config = base_config("dm")
+    config.domains.source, config.domains.base, config.domains.num_domains = "rotated", "digits", 2
+    full = collection_from_config(config)
+    config.domains.test_per_class = 3
+    small = collection_from_config(config)
+    full_x, full_y = full.load_test(1)
+    x, y = small.load_test(1)
+    keep = np.concatenate([np.flatnonzero(full_y == c)[:3] for c in range(full.num_classes)])
+    np.testing.assert_array_equal(np.sort(keep), dom.test_subset(full_y, 3))
+    np.testing.assert_array_equal(y, full_y[np.sort(keep)])
+    np.testing.assert_array_equal(x, full_x[np.sort(keep)])
+    assert np.bincount(y).tolist() == [3] * full.num_classes
+    assert small.load(0).train_labels.shape == full.load(0).train_labels.shape

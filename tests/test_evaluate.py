@@ -86,6 +86,23 @@ def test_vmap_over_seeds_equals_separate_training(model, data):
         assert_trees_close(jax.tree.map(lambda a: a[i], together), jax.tree.map(lambda a: a[0], alone))
 
 
+def test_seeds_split_over_devices_equal_one_device(model, data):
+    """Issue 15: K = 8 seeds on the suite's 8 simulated devices (one a device, shard_map) train the same networks
+    as one device; K = 3 on 2 devices pads the seed axis (2 a device, the copy dropped). The one-device program
+    is test_seeds_differ_but_calls_are_deterministic's (compiled once)."""
+    from ddjax.sharding import make_mesh, seed_devices
+    assert [seed_devices(k, 8) for k in (1, 2, 5, 8, 10, 16, 17)] == [1, 2, 5, 8, 5, 8, 6]
+    x, y = data
+    kw = dict(epochs=4, batch_size=16)
+    keys = jax.random.split(jax.random.key(5), 8)
+    spread = ev.train_networks(keys, model, x, y, num_seeds=8, mesh=make_mesh(), **kw)
+    assert len(spread["params"]["head"]["kernel"].sharding.device_set) == 8
+    one = ev.train_networks(keys[:3], model, x, y, num_seeds=3, **kw)
+    assert_trees_close(jax.tree.map(lambda a: a[:3], spread), one)
+    padded = ev.train_networks(keys[:3], model, x, y, num_seeds=3, mesh=make_mesh(jax.devices()[:2]), **kw)
+    assert_trees_close(padded, one)
+
+
 def test_sgd_momentum_weight_decay_matches_numpy(model, data):
     """4 full-batch steps (DSA off): lr for epochs 0-1, lr/10 from epoch 2 with the momentum buffer reset."""
     x, y = data

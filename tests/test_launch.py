@@ -10,6 +10,7 @@ import pytest
 
 from ddjax.errors import CheckpointError, ConfigError, DDJaxError, DivergenceError
 from launch.config import base_config, validate_config
+from launch import outputs
 from launch.run import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,6 +141,22 @@ def test_launch_evaluate_bad_input_is_one_line(finished_run, tmp_path):
     assert sorted(os.listdir(workdir)) == before
 
 
+def test_num_seeds_zero_distils_without_evaluating(tmp_path):
+    """eval.num_seeds = 0: the set and its picture are written, nothing is trained on it (no "synthetic" or
+    "random_real" entry, no accuracy record), and launch.evaluate asks for --num_seeds."""
+    from launch.evaluate import evaluate_saved
+    workdir = str(tmp_path / "run")
+    result = run(tiny_config(steps=2, **{"eval.num_seeds": 0}), workdir)
+    assert result["num_seeds"] == 0 and "synthetic" not in result and "random_real" not in result
+    assert np.load(os.path.join(workdir, "synthetic.npz"))["images"].shape == (2 * 10, 8, 8, 1)
+    assert os.path.exists(os.path.join(workdir, "synthetic.png"))
+    assert not any("synthetic_acc" in r for r in outputs.read_metrics(os.path.join(workdir, "metrics.jsonl")))
+    with pytest.raises(ConfigError, match="distilled without evaluating"):
+        evaluate_saved(workdir, "ConvNetW32")
+    with pytest.raises(ConfigError, match="eval.architectures needs trained networks"):
+        validate_config(tiny_config(**{"eval.num_seeds": 0, "eval.architectures": "AlexNet"}))
+
+
 def test_compare_tables_two_runs_and_draws_the_chart(finished_run, straight_run, tmp_path):
     from launch import compare
     workdir, results = finished_run
@@ -211,6 +228,53 @@ def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     good = int(str(info.value).split("(step ")[1].split(")")[0])
     assert str(good) in os.listdir(os.path.join(workdir, "checkpoints"))
     assert not os.path.exists(os.path.join(workdir, "results.json"))
+
+
+class _Checkpoints:
+    """What train_steps needs of a Checkpointer: records the steps saved and the states' values."""
+    directory = "ckpt"
+
+    def __init__(self):
+        self.saved = {}
+
+    def save(self, step, state, record):
+        self.saved[step] = float(state)
+
+    def latest_step(self):
+        return max(self.saved, default=None)
+
+
+def test_step_loop_syncs_only_at_log_steps_and_names_the_first_non_finite_step(tmp_path):
+    """Issue 15: the loss is read only at log/checkpoint/last steps, yet the error names the step that first went
+    non-finite (5, between log steps 4 and 8) and no checkpoint is written of a state past it (6 is not)."""
+    import io
+
+    import jax
+    import jax.numpy as jnp
+
+    from launch import outputs
+    from launch.run import train_steps
+
+    def step_fn(x, _):   # x doubles each step; the loss is inf from step 5 (x = 2**5 > 20) on, NaN from step 7
+        x = x * 2.0
+        loss = jnp.where(x > 20.0, jnp.where(x > 100.0, jnp.nan, jnp.inf), x)
+        return x, {"loss": loss}
+    step_fn = jax.jit(step_fn)
+    config = tiny_config(steps=9, log_every=4, checkpoint_every=3)
+    writer = outputs.MetricsWriter(str(tmp_path / "metrics.jsonl"))
+    progress = outputs.Progress(9, stream=io.StringIO(), log_every=4)
+    checkpoints = _Checkpoints()
+    calls = []
+    with pytest.raises(DivergenceError, match=r"loss became inf at step 5; the last good checkpoint \(step 3\)"):
+        train_steps(jnp.float32(1.0), step_fn, None, 1, 9, config=config, writer=writer, progress=progress,
+                    checkpointer=checkpoints, elapsed=lambda: 0.0, on_step=lambda step, state: calls.append(step))
+    assert checkpoints.saved == {3: 8.0}
+    assert [r["step"] for r in outputs.read_metrics(str(tmp_path / "metrics.jsonl"))] == [4]
+    assert calls == [1, 2, 3, 4, 5]   # stopped at the checkpoint step 6, before saving it
+    # A finite run logs at 4, 8 and the last step and returns the last state.
+    out = train_steps(jnp.float32(1e-3), step_fn, None, 1, 9, config=config, writer=writer, progress=progress,
+                      checkpointer=_Checkpoints(), elapsed=lambda: 0.0)
+    assert float(out) == pytest.approx(1e-3 * 2 ** 9)
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -326,31 +326,3 @@ def test_direct_construction_and_bad_inputs_raise_config_error():
     variables = init_model(model, jax.random.key(0), (32, 32, 1))
     with pytest.raises(ConfigError, match="NHWC"):
         apply_model(model, variables, jnp.zeros((32, 32, 1)), train=False)
-
-
-@pytest.mark.parametrize("padding,c_in", [(((1, 1), (1, 1)), 2), (((3, 3), (3, 3)), 2), (((0, 0), (0, 0)), 2),
-                                          (((1, 1), (1, 1)), 20)])
-def test_loop_friendly_conv_matches_lax_conv_to_second_order(padding, c_in):
-    """The custom kernel gradient (ddjax.models.conv) equals XLA's, for values, gradients and grad-of-grad; 2 input
-    channels take kernel_gradient's stacked-shift path, 20 its nine-product path."""
-    from jax import lax
-    from ddjax.models.conv import conv_general_dilated as loop_friendly
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(3, 9, 7, c_in)), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(3, 3, c_in, 4)), jnp.float32) / np.sqrt(c_in)
-    dn = ("NHWC", "HWIO", "NHWC")
-
-    def loss(conv):
-        return lambda x, k: jnp.sum(jnp.sin(conv(x, k, (1, 1), padding, dimension_numbers=dn)))
-
-    mine, stock = loss(loop_friendly), loss(lax.conv_general_dilated)
-    np.testing.assert_allclose(mine(x, k), stock(x, k), rtol=1e-6)
-    for a, b in zip(jax.grad(mine, (0, 1))(x, k), jax.grad(stock, (0, 1))(x, k)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    second = [jax.grad(lambda x_, f=f: jnp.sum(jax.grad(f, 1)(x_, k) ** 2))(x) for f in (mine, stock)]
-    # float32 sums in another order: errors scale with the largest entry (cancellation in small ones)
-    scale = float(np.max(np.abs(second[1])))
-    np.testing.assert_allclose(second[0], second[1], rtol=1e-4, atol=2e-6 * scale)
-    # strided convs fall through to the stock op (same result)
-    np.testing.assert_allclose(loop_friendly(x, k, (2, 2), padding, dimension_numbers=dn),
-                               lax.conv_general_dilated(x, k, (2, 2), padding, dimension_numbers=dn), rtol=1e-6)

@@ -182,4 +182,6 @@ def test_value_and_grad_is_the_gradient_at_the_perturbed_point():
             g_perp = g1 - np.sum(g1 * g_sam) / np.sum(g_sam ** 2) * g_sam
             want = g_sam - alpha * g_perp
         np.testing.assert_allclose(gx, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(info["sam_cosine"], np.sum(g1 * want) / np.linalg.norm(g1) / np.linalg.norm(want),
+                                   rtol=1e-4)
         assert state == optax.EmptyState()

@@ -58,7 +58,8 @@ REGISTRY: dict[str, Entry] = {
                   eval_view=lambda state, config: decoupled.relabel_view(state, config, "rded")),
     "dtl": Entry(make=dtl.make, default_config=dtl.default_config, prepare=dtl.prepare, eval_view=dtl.eval_view),
     "didd": Entry(make=didd.make, default_config=didd.default_config,
-                  boundary=lambda state, config, phase_index: didd.boundary(state, phase_index),
+                  boundary=lambda state, config, phase_index: didd.boundary(
+                      state, phase_index, reset_rates=bool(config.didd.get("reset_rates", False))),
                   summarize=didd.summarize),
 }
 ALGORITHM_NAMES = tuple(REGISTRY)

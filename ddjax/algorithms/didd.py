@@ -45,9 +45,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
-from ddjax import augment, losses, models
+from ddjax import augment, losses, models, sharding
 from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet, sample_per_class
 from ddjax.algorithms.multiformation import check_factor, decode_zoom, mosaic
 from ddjax.errors import ConfigError, check_choice
@@ -268,6 +268,8 @@ def default_config() -> ml_collections.ConfigDict:
         unbiased=False,            # MMD V-statistic (defined at IPC 1)
         penalty_weight=1.0,        # λ of LwF / EWC / MAS / LF (configs: launch.continual_methods.PENALTY_WEIGHTS)
         lwf_temperature=2.0,       # LwF's T
+        reset_rates=False,         # True: α, β (and their SGD state) back to 0 at every domain boundary
+        meta_normalise=False,      # True: L_meta = L_stable(x̂_meta)/L_stable(x̂) + L_plastic(x̂_meta)/L_plastic(x̂)
     ))
 
 
@@ -296,9 +298,7 @@ def _check(config: ml_collections.ConfigDict, image_shape, mesh: Mesh | None) ->
         raise ConfigError("didd.unbiased=True needs >= 2 decoded images per class; set didd.unbiased=False")
     if hp.mode == "lwf" and not hp.lwf_temperature > 0:
         raise ConfigError(f"didd.lwf_temperature must be > 0, got {hp.lwf_temperature}")
-    if mesh is not None and hp.batch_real % mesh.shape["data"]:
-        raise ConfigError(f"didd.batch_real={hp.batch_real} must be divisible by the {mesh.shape['data']} devices "
-                          "of the data axis; change --config.didd.batch_real")
+    sharding.check_split(hp.batch_real, mesh, f"didd.batch_real={hp.batch_real}")
 
 
 def class_mmd(a: jax.Array, b: jax.Array, scales: tuple[float, ...], unbiased: bool) -> jax.Array:
@@ -320,11 +320,12 @@ class StepSpec(NamedTuple):
     scales: tuple[float, ...]
     unbiased: bool
     init_mix: bool
-    mesh: Mesh | None
+    split: Callable[[jax.Array], jax.Array]  # the real batch (K, B, ...) split over the mesh along B
     update: AsymmetricUpdate
     penalty: Penalty | None
     image_opt: optax.GradientTransformation
     eta_x: float
+    meta_normalise: bool = False   # config.didd.meta_normalise (not the paper's: docs/didd.md)
 
 
 class StepInputs(NamedTuple):
@@ -447,9 +448,11 @@ def later_domain_direction(spec: StepSpec, inputs: StepInputs, didd: DIDDState, 
     if spec.update.uses_stable:
         loss_stable, g_stable = named["stable"]
 
+        weights = meta_weights(spec, loss_stable, values[0])
+
         def meta_loss(x):
             out = outputs_fn(x)
-            return stable(out) + plastic_mmd(out)
+            return weights[0] * stable(out) + weights[1] * plastic_mmd(out)
 
         direction, rates, extra = spec.update.update(g_plastic, didd.rates, stored, g_stable=g_stable,
                                                      meta_loss=meta_loss)
@@ -458,6 +461,23 @@ def later_domain_direction(spec: StepSpec, inputs: StepInputs, didd: DIDDState, 
         direction, rates, extra = spec.update.update(g_plastic, didd.rates, stored)
     metrics = _full_metrics(loss_plastic=values[0], loss_penalty=loss_penalty, **extra)
     return direction, rates, sample, metrics
+
+
+META_STABLE_FLOOR = 1e-2   # meta_normalise: L_stable's divisor is at least this fraction of L_plastic
+
+
+def meta_weights(spec: StepSpec, loss_stable: jax.Array, loss_plastic: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Weights ``(w_S, w_P)`` of the meta objective ``w_S L_stable(x̂_meta) + w_P L_plastic(x̂_meta)``: (1, 1), eq. 10,
+    by default; with ``didd.meta_normalise`` each loss is divided by its value at the current set (gradient
+    stopped), :math:`w_S = 1/\max(\mathcal L_{stable}(\hat x), 10^{-2}\mathcal L_{plastic}(\hat x))`,
+    :math:`w_P = 1/\mathcal L_{plastic}(\hat x)`, so the meta objective weighs the two RELATIVE decreases equally
+    (L_plastic is ~10× L_stable on didd_tiny and pulls every β̄ up; a reading the paper does not state). The floor
+    keeps w_S finite at a domain's first step, where x̂ = x̂ᵗ⁻¹ and L_stable = 0."""
+    if not spec.meta_normalise:
+        return jnp.ones(()), jnp.ones(())
+    ls, lp = jax.lax.stop_gradient(loss_stable), jax.lax.stop_gradient(loss_plastic)
+    lp = jnp.maximum(lp, 1e-12)
+    return 1.0 / jnp.maximum(ls, META_STABLE_FLOOR * lp), 1.0 / lp
 
 
 def pixel_anchor(importance: jax.Array, stored: jax.Array, previous: jax.Array, weight: float,
@@ -491,13 +511,11 @@ def with_decoded(spec: StepSpec, synthetic: SyntheticSet, stored: jax.Array) -> 
     return synthetic.replace(images=images, labels=labels, extras={**synthetic.extras, "stored": stored})
 
 
-def didd_step(spec: StepSpec, state: DistillState, real_pool: RealPool, branch: str | None = None
-              ) -> tuple[DistillState, dict]:
-    """One DIDD iteration (Algorithm 1, lines 4-13, all classes at once) on the current domain's ``RealPool``.
-
-    ``branch``: None chooses domain 1's or the later domains' update from ``has_previous`` inside the program
-    (``lax.cond`` runs one of them); ``"first"`` / ``"later"`` compiles only that one (benchmarks count its FLOPs)."""
-    didd: DIDDState = state.extras["didd"]
+def step_inputs(spec: StepSpec, state: DistillState, real_pool: RealPool
+                ) -> tuple[jax.Array, StepInputs, jax.Array]:
+    """This step's draws from ``state.rng``: ``(next rng, StepInputs, stored set)`` (the network, the per-class
+    augmentation keys, the real batch's embeddings; the IDC mosaic init at step 0). Shared by :func:`didd_step` and
+    the diagnostics of ``benchmarks/didd_meta_probe.py``, so a probe sees exactly the step's network and batch."""
     rng, k_net, k_real, k_aug, k_mix = jax.random.split(state.rng, 5)
     stored = state.synthetic.extras["stored"]
     if spec.init_mix:
@@ -505,10 +523,20 @@ def didd_step(spec: StepSpec, state: DistillState, real_pool: RealPool, branch: 
     variables = models.init_model(spec.model, k_net, spec.image_shape)
     aug_keys = jax.random.split(k_aug, spec.num_classes)
     real = sample_per_class(k_real, real_pool, spec.batch_real)
-    if spec.mesh is not None:
-        real = jax.lax.with_sharding_constraint(real, NamedSharding(spec.mesh, P(None, "data")))
+    real = spec.split(real)
     inputs = StepInputs(variables, aug_keys, jnp.zeros(()))
     inputs = inputs._replace(real_embed=jax.lax.stop_gradient(network_outputs(spec, inputs, real)["embed"]))
+    return rng, inputs, stored
+
+
+def didd_step(spec: StepSpec, state: DistillState, real_pool: RealPool, branch: str | None = None
+              ) -> tuple[DistillState, dict]:
+    """One DIDD iteration (Algorithm 1, lines 4-13, all classes at once) on the current domain's ``RealPool``.
+
+    ``branch``: None chooses domain 1's or the later domains' update from ``has_previous`` inside the program
+    (``lax.cond`` runs one of them); ``"first"`` / ``"later"`` compiles only that one (benchmarks count its FLOPs)."""
+    didd: DIDDState = state.extras["didd"]
+    rng, inputs, stored = step_inputs(spec, state, real_pool)
 
     def first(x):
         return first_domain_direction(spec, inputs, didd, x)
@@ -567,15 +595,19 @@ def make_spec(config: ml_collections.ConfigDict, model: nn.Module, num_classes: 
     return StepSpec(model=model, num_classes=num_classes, ipc=ipc, image_shape=image_shape, factor=hp.factor,
                     strategy=config.dsa_strategy, aug_mode=hp.aug_mode, batch_real=hp.batch_real,
                     scales=tuple(float(s) for s in hp.sigmas), unbiased=bool(hp.unbiased),
-                    init_mix=bool(hp.init_mix) and hp.factor > 1, mesh=mesh, update=make_update(hp.mode, hp, ipc),
+                    init_mix=bool(hp.init_mix) and hp.factor > 1, split=sharding.split_batch(mesh, hp.batch_real, f"didd.batch_real={hp.batch_real}", axis=1),
+                    update=make_update(hp.mode, hp, ipc),
                     penalty=make_penalty(hp.mode, hp),
-                    image_opt=optax.sgd(hp.lr_img, momentum=hp.momentum or None), eta_x=float(hp.lr_img))
+                    image_opt=optax.sgd(hp.lr_img, momentum=hp.momentum or None), eta_x=float(hp.lr_img),
+                    meta_normalise=bool(hp.meta_normalise))
 
 
-def boundary(state: DistillState, phase_index: int | jax.Array) -> DistillState:
+def boundary(state: DistillState, phase_index: int | jax.Array, reset_rates: bool = False) -> DistillState:
     """The domain-boundary hook (Algorithm 1, line 2), run before phase ``phase_index`` (0-based): for
     ``phase_index ≥ 1`` the current stored set becomes the frozen x̂ᵗ⁻¹ (a copy), L_stable switches on, and the
-    EWC / MAS importance of the finished domain is added to Ω; α, β are kept. Phase 0: unchanged. Pure."""
+    EWC / MAS importance of the finished domain is added to Ω; α, β are kept (the paper's reading), or with
+    ``reset_rates`` (``config.didd.reset_rates``) set back to their initial 0 with a fresh SGD state. Phase 0:
+    unchanged. Pure."""
     didd: DIDDState = state.extras["didd"]
     stored = state.synthetic.extras["stored"]
     later = jnp.asarray(phase_index) > 0
@@ -584,8 +616,11 @@ def boundary(state: DistillState, phase_index: int | jax.Array) -> DistillState:
         finished = penalty.running / jnp.maximum(penalty.count, 1).astype(penalty.running.dtype)
         penalty = PenaltyState(jnp.where(later, 0.0, penalty.running), jnp.where(later, 0, penalty.count),
                                jnp.where(later, penalty.importance + finished, penalty.importance))
+    rates = didd.rates
+    if reset_rates:
+        rates = jax.tree.map(lambda v: jnp.where(later, jnp.zeros_like(v), v), rates)
     didd = DIDDState(previous=jnp.where(later, stored, didd.previous), has_previous=didd.has_previous | later,
-                     rates=didd.rates, penalty=penalty)
+                     rates=rates, penalty=penalty)
     return state.replace(extras={**state.extras, "didd": didd})
 
 

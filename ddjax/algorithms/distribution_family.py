@@ -46,7 +46,7 @@ from ddjax.algorithms.gradient_matching import Parameterization, decode, plain, 
 from ddjax.algorithms.multiformation import check_factor
 from ddjax.algorithms.samplers import RealSampler, random_real
 from ddjax.errors import ConfigError, check_choice
-from ddjax.sharding import batch_splitter, check_divisible
+from ddjax.sharding import split_batch
 
 __all__ = ["BASE_NAMES", "BANDWIDTH_NAMES", "COV_BLOCKS", "Family", "FamilyExtras", "Features", "Networks",
            "TermInputs", "base_term", "centralization_term", "check_common", "covariance_term",
@@ -75,7 +75,7 @@ def check_common(hp: ml_collections.ConfigDict, section: str, strategy: str, mes
     if not 0 <= hp.momentum < 1:
         raise ConfigError(f"{section}.momentum must be in [0, 1), got {hp.momentum}")
     augment.parse_strategy(strategy)  # validates eagerly, before tracing
-    check_divisible(hp.batch_real, mesh, f"{section}.batch_real={hp.batch_real}")
+    split_batch(mesh, hp.batch_real, f"{section}.batch_real={hp.batch_real}")  # the policy's check, first
 
 
 def kernel_loss(hp: ml_collections.ConfigDict, section: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -277,7 +277,7 @@ def distribution_matching(config: ml_collections.ConfigDict, hp: ml_collections.
     family = Family(model=model, num_classes=num_classes, ipc=config.ipc, image_shape=tuple(image_shape),
                     strategy=config.dsa_strategy, terms=tuple(terms), features=features or embeddings(model),
                     sampler=sampler or random_real(hp.batch_real), real_pool=real_pool,
-                    split=batch_splitter(mesh, axis=1), tx=optax.sgd(hp.lr_img, momentum=hp.momentum),
+                    split=split_batch(mesh, hp.batch_real, f"{section}.batch_real={hp.batch_real}", axis=1), tx=optax.sgd(hp.lr_img, momentum=hp.momentum),
                     networks=networks or fresh_networks(model, image_shape), images=images, initial=initial)
     return Algorithm(functools.partial(family_init, family), functools.partial(family_step, family))
 

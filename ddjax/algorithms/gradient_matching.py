@@ -72,7 +72,7 @@ from ddjax.algorithms.multiformation import check_factor, decode_zoom, mosaic
 from ddjax.algorithms.samplers import EmbedFn, RealSampler, embed_in_chunks, random_real, select_representatives
 from ddjax.errors import ConfigError, check_choice
 from ddjax.losses.gradient import check_gradient_metric, gradient_matching_distance
-from ddjax.sharding import batch_splitter, check_divisible
+from ddjax.sharding import split_batch
 
 #: DC's ``get_loops``: IPC -> (matching rounds per network, net-training epochs between rounds).
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -460,8 +460,7 @@ def real_data_sgd(samples: int, batch: int, tx: optax.GradientTransformation, *,
     batch split over the mesh's ``data`` axis, per-sample DSA and CutMix."""
     if not samples:
         return no_network_update()
-    check_divisible(batch, mesh, f"net_batch={batch}")
-    split = batch_splitter(mesh)
+    split = split_batch(mesh, batch, f"net_batch={batch}")
 
     def draw(key, real):
         x, y = _sample_real_flat(key, real, batch)
@@ -526,8 +525,8 @@ def matching(parts: MatchingParts, model: nn.Module, num_classes: int, image_sha
     axis (each class's matching batch here, the network-update batch in :func:`real_data_sgd`); the per-class
     gradients sum over that axis (XLA's all-reduce); network, synthetic set and clustering stay replicated."""
     check_factor(parts.images.factor, image_shape)
-    check_divisible(parts.sampler.batch, mesh, f"batch_real={parts.sampler.batch}")
-    m = Matching(parts, model, num_classes, tuple(image_shape), batch_splitter(mesh, axis=1))
+    split = split_batch(mesh, parts.sampler.batch, f"batch_real={parts.sampler.batch}", axis=1)
+    m = Matching(parts, model, num_classes, tuple(image_shape), split)
     return Algorithm(functools.partial(matching_init, m), functools.partial(matching_step, m))
 
 

@@ -45,7 +45,7 @@ from ddjax.algorithms.distribution_family import (Networks, TermInputs, distribu
 from ddjax.algorithms.gradient_matching import Parameterization, multi_formation, network_sgd
 from ddjax.algorithms.multiformation import mosaic
 from ddjax.errors import ConfigError
-from ddjax.sharding import batch_splitter, check_divisible
+from ddjax.sharding import split_batch
 
 __all__ = ["IDMParts", "NetworkQueue", "class_aware_term", "default_config", "idm_parts", "make", "network_queue",
            "partitioned_real", "queue_config", "sample_flat"]
@@ -139,8 +139,7 @@ def network_queue(model: nn.Module, image_shape: tuple[int, int, int], *, size: 
     ``train_steps`` SGD steps (``tx``) on the mean cross-entropy of ``train_batch`` images from :func:`sample_flat`
     (split over the mesh's ``data`` axis), their meters counting the training batches' correct predictions."""
     image_shape = tuple(image_shape)
-    check_divisible(train_batch, mesh, f"train_batch={train_batch}")
-    split = batch_splitter(mesh)
+    split = split_batch(mesh, train_batch, f"train_batch={train_batch}")
 
     def new(key):
         variables = models.init_model(model, key, image_shape)

@@ -109,7 +109,8 @@ def prepare(config: ml_collections.ConfigDict, dataset: Any, real: RealPool, mes
     _check(config.iid)
     if not config.iid.lambda_cc > 0:
         return {"real": real}
-    pool, path, model = teachers.load_or_make_teachers(config, config.iid.teacher, dataset, stream=stream)
+    pool, path, model = teachers.load_or_make_teachers(config, config.iid.teacher, dataset, stream=stream,
+                                                       mesh=mesh)
     teachers.check_teacher_embedding(model, pool, np.asarray(dataset.train_images[:16]))
     if stream is not None:
         print(f"teacher pool: {teachers.pool_size(pool)} x {config.iid.teacher.model} from {path}", file=stream)

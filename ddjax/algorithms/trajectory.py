@@ -39,7 +39,7 @@ from ml_collections import config_dict
 from ddjax import augment, experts, inner, models, pretrained, sam
 from ddjax.algorithms.base import Algorithm, DistillState, SyntheticSet, apply_gradients
 from ddjax.errors import ConfigError, check_choice
-from ddjax.sharding import batch_splitter, data_size
+from ddjax.sharding import split_batch
 
 LR_GRADIENTS = ("autodiff", "first_order")
 SAM_VARIANTS = ("none",) + sam.VARIANTS
@@ -201,8 +201,9 @@ def make_with(hp: ml_collections.ConfigDict, name: str, config: ml_collections.C
     use_sam = hp.sam.variant != "none" and hp.sam.rho > 0
     batch = hp.batch_syn or num_images
     # Data parallelism: each inner step's minibatch is split over the mesh's ``data`` axis (XLA all-reduces the
-    # student's gradient). A batch the devices do not divide runs replicated instead (same result, no speed-up).
-    split = batch_splitter(mesh) if mesh is not None and batch % data_size(mesh) == 0 else None
+    # student's gradient); a batch the devices do not divide is padded (ddjax.sharding's policy).
+    what = f"{name}.batch_syn={batch}" if hp.batch_syn else f"{name}.batch_syn=0 (the whole set: {batch} images)"
+    split = split_batch(mesh, batch, what)
     gradient, perturbation = mtt_gradient, _no_perturbation()
     if use_sam:
         perturbation = sam.perturbation(hp.sam.rho, variant=hp.sam.variant, eta=hp.sam.asam_eta,
@@ -337,9 +338,10 @@ def expert_spec(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collecti
     }
 
 
-def make_expert_buffer(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collections.ConfigDict
-                       ) -> experts.ExpertBuffer:
-    """Train the expert trajectories ``expert_spec`` describes (one jitted program)."""
+def make_expert_buffer(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collections.ConfigDict,
+                       mesh: Mesh | None = None) -> experts.ExpertBuffer:
+    """Train the expert trajectories ``expert_spec`` describes (one jitted program; the experts split over the
+    devices of ``mesh``)."""
     spec = expert_spec(config, dataset, hp)
     model = models.build_from_config(config.model, dataset.num_classes)
     sharp = spec["sharpness"]
@@ -348,15 +350,16 @@ def make_expert_buffer(config: ml_collections.ConfigDict, dataset: Any, hp: ml_c
         num_experts=spec["num_experts"], epochs=spec["epochs"], lr=spec["lr"], momentum=spec["momentum"],
         weight_decay=spec["weight_decay"], batch_size=spec["batch_size"], dsa_strategy=spec["dsa_strategy"],
         sharpness=None if sharp is None else (sharp["variant"], sharp["rho"], sharp["alpha"]),
-        num_classes=dataset.num_classes)
+        num_classes=dataset.num_classes, mesh=mesh)
 
 
 def load_or_make_experts(config: ml_collections.ConfigDict, dataset: Any, hp: ml_collections.ConfigDict,
-                         stream: TextIO | None = None) -> tuple[experts.ExpertBuffer, str]:
+                         stream: TextIO | None = None, mesh: Mesh | None = None
+                         ) -> tuple[experts.ExpertBuffer, str]:
     """The expert buffer for this config from the pretrained store, made first if missing and allowed."""
     spec = expert_spec(config, dataset, hp)
     tree, path = pretrained.load_or_make(
-        "experts", spec, lambda: make_expert_buffer(config, dataset, hp).params, root=config.pretrained_dir,
+        "experts", spec, lambda: make_expert_buffer(config, dataset, hp, mesh).params, root=config.pretrained_dir,
         allow_make=config.make_pretrained, how_to_make="python -m launch.experts --config=<this config>",
         stream=stream)
     buffer = experts.ExpertBuffer(params=jax.tree.map(jnp.asarray, tree))
@@ -382,7 +385,7 @@ def config_model_text(model: nn.Module) -> str:
 def _prepare(name: str):
     def prepare(config, dataset, real, mesh, stream) -> experts.ExpertBuffer:
         hp = config[name]
-        buffer, path = load_or_make_experts(config, dataset, hp, stream)
+        buffer, path = load_or_make_experts(config, dataset, hp, stream, mesh)
         model = models.build_from_config(config.model, dataset.num_classes)
         check_buffer(buffer, model, dataset.image_shape, where=f"the expert buffer at {path}")
         experts.check_segment(buffer.num_snapshots, hp.max_start_epoch, hp.expert_epochs, hp.min_start_epoch)

@@ -53,7 +53,8 @@ from ddjax.data import tfds_sources as _tfds
 from ddjax.errors import ConfigError, DataNotFoundError, check_choice
 
 __all__ = ["DOMAIN_SOURCES", "DOMAIN_ORDERS", "STYLE_NAMES", "IMAGENET_MEAN", "IMAGENET_STD", "DomainCollection", "collection_from_config",
-           "load_domains", "rotate_images", "stylize", "train_subset", "domainbed_split", "parse_names"]
+           "load_domains", "rotate_images", "stylize", "train_subset", "test_subset", "domainbed_split",
+           "parse_names"]
 
 DOMAIN_SOURCES = ("rotated", "styled", "folder")
 DOMAIN_ORDERS = ("default", "random")
@@ -84,6 +85,7 @@ class DomainCollection:
     std: np.ndarray
     statistics: str
     builder: Callable[[str, bool], Splits] = dataclasses.field(repr=False)   # (domain, with_train) -> splits
+    test_per_class: int = 0   # > 0: every domain's test split keeps the first n images of each class (test_subset)
 
     @property
     def num_domains(self) -> int:
@@ -130,6 +132,9 @@ class DomainCollection:
     def _normalised(self, i: int, with_train: bool) -> Splits:
         domain = self.domains[i]
         train_x, train_y, test_x, test_y = self.builder(domain, with_train)
+        if self.test_per_class:
+            keep = test_subset(test_y, self.test_per_class)
+            test_x, test_y = test_x[keep], test_y[keep]
         norm = functools.partial(_pre.normalize, mean=self.mean, std=self.std)
         if not with_train:
             return None, None, np.ascontiguousarray(norm(test_x), np.float32), test_y.astype(np.int32)
@@ -144,6 +149,14 @@ class DomainCollection:
 
 
 # ----------------------------------------------------------------------------------------------- pure transforms
+def test_subset(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Indices (ascending) of the first ``per_class`` images of every class in split order (all of a smaller
+    class): the deterministic, class-balanced test subset of ``config.domains.test_per_class``."""
+    labels = np.asarray(labels)
+    keep = [np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
 def _bilinear_sample(images: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """``images`` (N, H, W[, C]) sampled at float coordinates ``ys``, ``xs`` (H', W'); zero outside the image."""
     h, w = images.shape[1:3]
@@ -496,8 +509,10 @@ def collection_from_config(config) -> DomainCollection:
     The one reading of ``config.domains`` for the library (``ddjax.algorithms.decoupled``) and the launcher
     (``launch.domains`` re-exports it)."""
     d = config.domains
-    return load_domains(d.source, base=d.base, num_domains=d.num_domains or None, angle_step=d.angle_step,
-                        root=d.root or None, names=d.names, order=d.order, order_seed=d.order_seed,
-                        image_size=d.image_size or None, split_seed=d.split_seed,
-                        train_per_domain=d.get("train_per_domain", 0),
-                        data_dir=config.data.data_dir, source_dir=config.data.source_dir)
+    collection = load_domains(d.source, base=d.base, num_domains=d.num_domains or None, angle_step=d.angle_step,
+                              root=d.root or None, names=d.names, order=d.order, order_seed=d.order_seed,
+                              image_size=d.image_size or None, split_seed=d.split_seed,
+                              train_per_domain=d.get("train_per_domain", 0),
+                              data_dir=config.data.data_dir, source_dir=config.data.source_dir)
+    per_class = int(d.get("test_per_class", 0) or 0)
+    return dataclasses.replace(collection, test_per_class=per_class) if per_class else collection

@@ -12,11 +12,15 @@ both flattened to ``(N·H·W, ·)`` (:func:`kernel_gradient`). A first version w
 and feature axes swapped; that fixed the loops but ran large batches slowly (B=256, 32×32, 1→128: 1.79 s vs
 0.06 s; 16×16, 128→128: 1.91 s vs 0.42 s; 2026-11-30, 2 cores), which made gradient matching's per-class real
 gradients 3.5× slower than they are now. XLA runs matrix products at full speed in or out of loops (in a
-``scan``: 0.40 s per product set vs 2.3 s for the swapped conv at 16×16). The input gradient is JAX's own (already
-fast). Only plain stride-1, undilated, ungrouped convolutions take this path; anything else falls through to the
-stock op.
-Reverse-over-reverse differentiation (meta-gradients through unrolled training) works: the backward rule is
-made of differentiable JAX ops.
+``scan``: 0.40 s per product set vs 2.3 s for the swapped conv at 16×16). Only plain stride-1, undilated, ungrouped
+convolutions take this path; anything else falls through to the stock op.
+
+Meta-gradients (reverse-over-reverse through unrolled training) stay on this rule: the forward rule returns the
+custom function itself and the input gradient is the custom convolution of the output gradient with the flipped,
+transposed kernel (transposed padding ``k-1-lo``; negative pads crop). Stock rules here made XLA:CPU emit
+kernel-gradient convs with the whole image as window (10 GFLOP/s unrolled; inside a rolled ``scan`` a naive loop
+nest, 0.3–0.5 GFLOP/s): MTT rolled N=2 took 210 s, 5.9 s after this change (docs/performance.md).
+Forward-mode (``jax.jvp``) through this function raises, as for any ``custom_vjp``; ddjax uses none.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from jax import lax
 _DN = ("NHWC", "HWIO", "NHWC")
 #: At most this many stacked input channels (kw·C_in) take the three-product path of :func:`kernel_gradient`.
 _STACK_CHANNELS = 48
+#: At most this many output channels take :func:`narrow_conv` (one product + shifted adds) for the value.
+_NARROW_OUT = 8
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any, lhs_dilation=None,
@@ -46,7 +52,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
                                         feature_group_count=feature_group_count,
                                         batch_group_count=batch_group_count, precision=precision,
                                         preferred_element_type=preferred_element_type)
-    return _conv(tuple((int(lo), int(hi)) for lo, hi in padding), lhs, rhs)
+    return _conv_any(tuple((int(lo), int(hi)) for lo, hi in padding), lhs, rhs)
 
 
 def _is_nhwc(dimension_numbers: Any, ndim: int) -> bool:
@@ -55,7 +61,35 @@ def _is_nhwc(dimension_numbers: Any, ndim: int) -> bool:
 
 
 def _stock(padding, x, k):
+    """The convolution's value: XLA's conv, or :func:`narrow_conv` for at most ``_NARROW_OUT`` output channels."""
+    if k.shape[-1] <= _NARROW_OUT:
+        return narrow_conv(padding, x, k)
     return lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=_DN)
+
+
+def narrow_conv(padding: tuple[tuple[int, int], tuple[int, int]], x: jax.Array, k: jax.Array) -> jax.Array:
+    """A stride-1 NHWC/HWIO convolution with few output channels as one matrix product and ``kh·kw`` shifted adds:
+    ``Z = X_pad · [k_00 … k_(kh-1)(kw-1)]`` (``(N·H_p·W_p, C_in) × (C_in, kh·kw·C_out)``), then
+    ``y[n, i, j] = Σ_ab Z[n, i + a, j + b, (a, b)]``. XLA:CPU runs a conv with one output channel (the first layer's
+    input gradient, 128→1) at 1–2 GFLOP/s, memory-bound; the product runs near matmul speed (docs/performance.md).
+    Padding must be non-negative."""
+    kh, kw, c_in, c_out = k.shape
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    n, hp, wp, _ = xp.shape
+    h, w = hp - kh + 1, wp - kw + 1
+    z = (xp.reshape(n * hp * wp, c_in) @ k.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out))
+    z = z.reshape(n, hp, wp, kh, kw, c_out)
+    return sum(z[:, a:a + h, b:b + w, a, b] for a in range(kh) for b in range(kw))
+
+
+def _conv_any(padding, x, k):
+    """``_conv`` for any integer padding: a negative pad crops the input instead (``jnp.pad`` in
+    :func:`kernel_gradient` rejects negative widths). The transposed padding of the input gradient is negative
+    when a layer pads by more than ``k - 1`` (the 28×28 first layer, padding 3)."""
+    if all(lo >= 0 and hi >= 0 for lo, hi in padding):
+        return _conv(padding, x, k)
+    crop = tuple(slice(-min(lo, 0), x.shape[1 + i] + min(hi, 0)) for i, (lo, hi) in enumerate(padding))
+    return _conv(tuple((max(lo, 0), max(hi, 0)) for lo, hi in padding), x[:, crop[0], crop[1]], k)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -64,14 +98,20 @@ def _conv(padding, x, k):
 
 
 def _conv_fwd(padding, x, k):
-    return _stock(padding, x, k), (x, k)
+    # the custom function itself, not ``_stock``: a second-order pass differentiates this rule, and must meet the
+    # custom rule again rather than XLA's stock transpose convs (slow kernel-gradient convs with the whole image as
+    # window, elemental loop nests inside a rolled scan; docs/performance.md)
+    return _conv(padding, x, k), (x, k)
 
 
 def _conv_bwd(padding, residuals, g):
+    """``dx = conv(g, flip(k)ᵀ)`` with the transposed padding ``(k-1-lo, k-1-hi)`` (through ``_conv`` again, so
+    every order of differentiation stays on this rule), ``dk`` = :func:`kernel_gradient`."""
     x, k = residuals
-    _, x_vjp = jax.vjp(lambda x_: _stock(padding, x_, k), x)
-    (dx,) = x_vjp(g)
-    return dx, kernel_gradient(padding, x, g, k.shape[:2])
+    kh, kw = k.shape[:2]
+    pad_t = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]), (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
+    dx = _conv_any(pad_t, g, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2))
+    return dx, kernel_gradient(padding, x, g, (kh, kw))
 
 
 def kernel_gradient(padding: tuple[tuple[int, int], tuple[int, int]], x: jax.Array, g: jax.Array,

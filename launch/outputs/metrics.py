@@ -62,12 +62,17 @@ class MetricsWriter:
     truncated last line is removed before appending. Values are converted with :func:`to_jsonable` (numpy/jax
     scalars become ``float``/``int``); non-finite floats are written as ``NaN``/``Infinity``, which
     :func:`read_metrics` (Python's ``json``) reads back. ``tensorboard``: an optional
-    :class:`~launch.outputs.tensorboard.TensorBoardWriter` that receives every record too.
+    :class:`~launch.outputs.tensorboard.TensorBoardWriter` that receives every record too. ``path=None``: write
+    nothing (the processes other than 0 of a multi-process run).
     """
 
-    def __init__(self, path: str | os.PathLike, resume_step: int | None = None, tensorboard: Any = None):
-        self.path = os.fspath(path)
+    def __init__(self, path: str | os.PathLike | None, resume_step: int | None = None, tensorboard: Any = None):
+        self.path = None if path is None else os.fspath(path)
         self.tensorboard = tensorboard   # a TensorBoardWriter: every record is mirrored there (add_record)
+        self._file: TextIO | None = None
+        self._discard = self.path is None   # path None: a process that does not write (launch.distributed)
+        if self._discard:
+            return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         if os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
@@ -86,10 +91,12 @@ class MetricsWriter:
 
     def write(self, record: Mapping[str, Any] | None = None, **fields: Any) -> dict:
         """Append one record (a dict and/or keyword fields); returns the JSON-ready dict that was written."""
-        if self._file is None:
-            raise ValueError(f"MetricsWriter for {self.path} is closed")
         merged = {**(dict(record) if record is not None else {}), **fields}
         clean = to_jsonable(merged)
+        if self._discard:
+            return clean
+        if self._file is None:
+            raise ValueError(f"MetricsWriter for {self.path} is closed")
         self._file.write(_dumps(clean) + "\n")
         self._file.flush()
         if self.tensorboard is not None:

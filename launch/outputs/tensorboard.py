@@ -75,10 +75,12 @@ class TensorBoardWriter:
     If tensorboardX is not installed, one warning line is printed to ``stream`` and every call is a no-op.
     """
 
-    def __init__(self, logdir: str, resume_step: int | None = None, stream: TextIO | None = None):
-        self.logdir = os.fspath(logdir)
+    def __init__(self, logdir: str | None, resume_step: int | None = None, stream: TextIO | None = None):
+        self.logdir = None if logdir is None else os.fspath(logdir)
         self._seen: set[tuple[str, int]] = set()
         self._writer = None
+        if self.logdir is None:   # a process that does not write (launch.distributed): every call is a no-op
+            return
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
