@@ -64,7 +64,7 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict(dict(
         every=500,                  # evaluate the synthetic set every N steps (and always at the end); 0: end only
-        num_seeds=5,                # K networks trained in one vmapped program
+        num_seeds=5,                # K networks trained in one vmapped program; 0: distil only, no evaluation
         epochs=1000,                # reference: 1000 (300 for DC without augmentation)
         lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256,
         dsa_strategy="color_crop_cutout_flip_scale_rotate",
@@ -118,8 +118,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     augment.parse_strategy(config.dsa_strategy)
     augment.parse_strategy(config.eval.dsa_strategy)
     for path in ("ipc", "steps", "log_every", "checkpoint_every", "keep_checkpoints", "model.width", "model.depth",
-                 "eval.num_seeds", "eval.epochs", "eval.batch_size"):
+                 "eval.epochs", "eval.batch_size"):
         _positive(config, path)
+    staged = config.get("domains") is not None and bool(config.domains.source)
+    _positive(config, "eval.num_seeds", minimum=1 if staged else 0)   # staged runs' A^T needs evaluations
+    if not config.eval.num_seeds and config.eval.get("architectures", ""):
+        raise ConfigError("eval.architectures needs trained networks but eval.num_seeds=0 (distil only); set "
+                          "eval.num_seeds >= 1 or evaluate later with python -m launch.evaluate --num_seeds=K")
     _positive(config, "eval.every", minimum=0)
     check_choice("eval.protocol", config.eval.protocol, evaluate.PROTOCOLS)
     if not 0.0 <= config.eval.cutmix_p <= 1.0:

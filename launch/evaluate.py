@@ -47,6 +47,9 @@ def evaluate_saved(workdir: str | None, arch: str, synthetic: str | None = None,
             raise ConfigError(f"--{name} must be >= 0 (0: the run's config.eval.{name}), got {value}")
         if value:
             config.eval[name] = value
+    if not config.eval.num_seeds:
+        raise ConfigError("the run distilled without evaluating (eval.num_seeds=0); pass --num_seeds=K networks to "
+                          "train")
     dataset = data.load_dataset(config.data.name, data_dir=config.data.data_dir, source_dir=config.data.source_dir,
                                 zca=config.data.zca, zca_regularization=config.data.zca_regularization)
     result = xa.evaluate_architecture(arch, config, dataset, images, labels, lr)

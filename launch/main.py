@@ -51,9 +51,11 @@ def main(argv):
     elif "leave_one_out" in results:   # a staged run (launch.staged)
         line += "leave-one-domain-out " + ", ".join(f"{d} {r['mean']:.4f}" for d, r in results["leave_one_out"].items())
         line += f"; mean {results['leave_one_out_mean']:.4f}"
-    else:
+    elif "A_T" in results:   # a staged stream
         line += f"{results['plan']} over {len(results['domains'])} domains: A_T {results['A_T']:.4f} ± " \
                 f"{results['A_T_std']:.4f}, F_T {results['F_T']:.4f} ± {results['F_T_std']:.4f}"
+    else:   # eval.num_seeds = 0
+        line += f"distilled {results['steps']} steps, not evaluated (python -m launch.evaluate --num_seeds=K)"
     if "random_real" in results:
         line += f" vs random real {results['random_real']['mean']:.4f} ± {results['random_real']['std']:.4f}"
     print(line + f"  ({results['seconds']:.0f} s; outputs in {workdir})")

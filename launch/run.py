@@ -192,13 +192,18 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
             evaluate_now(step, current)
 
     def evaluate_now(step: int, current) -> None:
+        """Evaluate the set (unless ``eval.num_seeds`` = 0: distil only) and draw its picture."""
         view = distributed.to_host(algorithms.eval_view(current, config))
-        result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, view["images"], view["labels"],
-                              dataset, lr=view.get("lr"))
-        record = {"synthetic_acc": result.mean, "synthetic_acc_std": result.std}
-        if "lr" in view:
-            record["eval_lr"] = float(view["lr"]) if config.eval.learned_lr else float(config.eval.lr)
-        writer.write(step=step, **record)
+        if evaluates:
+            result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, view["images"], view["labels"],
+                                  dataset, lr=view.get("lr"))
+            record = {"synthetic_acc": result.mean, "synthetic_acc_std": result.std}
+            if "lr" in view:
+                record["eval_lr"] = float(view["lr"]) if config.eval.learned_lr else float(config.eval.lr)
+            writer.write(step=step, **record)
+            progress.write(f"step {step}: synthetic accuracy {result.mean:.4f} ± {result.std:.4f} "
+                           f"over {config.eval.num_seeds} seeds")
+            last_eval["result"] = result
         pixels = dataset.to_pixels(np.asarray(view["images"]))
         labels = np.asarray(view["labels"])
         if writes:
@@ -207,10 +212,8 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
                 outputs.save_image_grid(os.path.join(workdir, name), pixels, labels, dataset.num_classes,
                                         dataset.class_names)
             tensorboard.add_image_file("images/synthetic", os.path.join(workdir, "synthetic.png"), step)
-        progress.write(f"step {step}: synthetic accuracy {result.mean:.4f} ± {result.std:.4f} "
-                       f"over {config.eval.num_seeds} seeds")
-        last_eval["result"] = result
 
+    evaluates = config.eval.num_seeds > 0
     last_eval: dict[str, Any] = {}
     state = train_steps(state, step_fn, step_data, start + 1, config.steps, config=config, writer=writer,
                         progress=progress, checkpointer=checkpointer, elapsed=elapsed,
@@ -224,9 +227,10 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     result: dict[str, Any] = {
         "algorithm": config.algorithm, "dataset": dataset.name, "ipc": config.ipc, "steps": final_step,
         "model": config_dict["model"], "eval_epochs": config.eval.epochs, "num_seeds": config.eval.num_seeds,
-        "synthetic": last_eval["result"].to_dict(),
     }
-    if config.eval.random_real:
+    if evaluates:   # eval.num_seeds = 0: no "synthetic" entry (launch.evaluate --num_seeds=K evaluates it later)
+        result["synthetic"] = last_eval["result"].to_dict()
+    if config.eval.random_real and evaluates:
         k_subset, k_train = jax.random.split(jax.random.fold_in(k_eval, 2**31 - 1))  # not a step number
         images, labels = evaluate.random_real_subset(k_subset, dataset.train_images, dataset.train_labels,
                                                      config.ipc, dataset.num_classes)

@@ -10,6 +10,7 @@ import pytest
 
 from ddjax.errors import CheckpointError, ConfigError, DDJaxError, DivergenceError
 from launch.config import base_config, validate_config
+from launch import outputs
 from launch.run import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,6 +139,22 @@ def test_launch_evaluate_bad_input_is_one_line(finished_run, tmp_path):
     with pytest.raises(DDJaxError, match="no synthetic set at"):
         evaluate_saved(workdir, "AlexNet", synthetic=str(tmp_path / "missing.npz"))
     assert sorted(os.listdir(workdir)) == before
+
+
+def test_num_seeds_zero_distils_without_evaluating(tmp_path):
+    """eval.num_seeds = 0: the set and its picture are written, nothing is trained on it (no "synthetic" or
+    "random_real" entry, no accuracy record), and launch.evaluate asks for --num_seeds."""
+    from launch.evaluate import evaluate_saved
+    workdir = str(tmp_path / "run")
+    result = run(tiny_config(steps=2, **{"eval.num_seeds": 0}), workdir)
+    assert result["num_seeds"] == 0 and "synthetic" not in result and "random_real" not in result
+    assert np.load(os.path.join(workdir, "synthetic.npz"))["images"].shape == (2 * 10, 8, 8, 1)
+    assert os.path.exists(os.path.join(workdir, "synthetic.png"))
+    assert not any("synthetic_acc" in r for r in outputs.read_metrics(os.path.join(workdir, "metrics.jsonl")))
+    with pytest.raises(ConfigError, match="distilled without evaluating"):
+        evaluate_saved(workdir, "ConvNetW32")
+    with pytest.raises(ConfigError, match="eval.architectures needs trained networks"):
+        validate_config(tiny_config(**{"eval.num_seeds": 0, "eval.architectures": "AlexNet"}))
 
 
 def test_compare_tables_two_runs_and_draws_the_chart(finished_run, straight_run, tmp_path):

@@ -9,9 +9,9 @@ this process.
 * SATM: a 2-process run (experts made here first, shared through ``pretrained_dir``) ends with the 1-process set.
 
 Every subprocess shares one persistent compilation cache (``JAX_COMPILATION_CACHE_DIR``), so the resumed run
-loads the killed run's executables instead of compiling again (the evaluation's programs are most of a tiny run's
-compile time). Nothing here is skipped: gloo (jax 0.10.2's default
-CPU collectives) runs cross-process collectives on any Linux/macOS machine.
+loads the killed run's executables instead of compiling again. The runs distil only (``eval.num_seeds=0``).
+Nothing here is skipped: gloo (jax 0.10.2's default CPU collectives) runs cross-process collectives on any
+Linux/macOS machine.
 """
 import io
 import os
@@ -36,10 +36,11 @@ HEARTBEAT = 60   # seconds: --heartbeat_timeout_seconds of the subprocesses (10 
 
 
 def dm_overrides(steps: int) -> dict:
-    """dm_tiny shrunk to seconds: width 8, depth 2, ipc 2, no augmentation, a 1-epoch 1-seed final evaluation."""
+    """dm_tiny shrunk to seconds: width 8, depth 2, ipc 2, no augmentation, distil only (eval.num_seeds=0: no
+    evaluation programs to compile, which were most of a tiny run's compile time)."""
     return {"steps": steps, "checkpoint_every": 3, "keep_checkpoints": 2, "log_every": 1, "ipc": 2,
             "model.width": 8, "model.depth": 2, "dm.batch_real": 16, "dsa_strategy": "none", "eval.every": 0,
-            "eval.num_seeds": 1, "eval.epochs": 1, "eval.batch_size": 64, "eval.random_real": False,
+            "eval.num_seeds": 0, "eval.epochs": 1, "eval.batch_size": 64, "eval.random_real": False,
             "eval.dsa_strategy": "none"}
 
 
@@ -48,7 +49,7 @@ def satm_overrides(pretrained: str) -> dict:
     return {"steps": 3, "checkpoint_every": 3, "log_every": 1, "ipc": 2, "model.width": 8, "dsa_strategy": "none",
             "satm.syn_steps": 3, "satm.expert_epochs": 1, "satm.max_start_epoch": 2, "satm.batch_syn": 8,
             "satm.scan_unroll": 1, "satm.experts.num_experts": 2, "satm.experts.epochs": 3,
-            "satm.experts.batch_size": 128, "pretrained_dir": pretrained, "eval.every": 0, "eval.num_seeds": 1,
+            "satm.experts.batch_size": 128, "pretrained_dir": pretrained, "eval.every": 0, "eval.num_seeds": 0,
             "eval.epochs": 1, "eval.batch_size": 64, "eval.random_real": False, "eval.dsa_strategy": "none"}
 
 
@@ -117,7 +118,7 @@ def restore_on(workdir, step: int, sharding) -> dict:
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> str:
     """One persistent compilation cache for every subprocess of this file: the resumed DM run loads the killed
-    run's step, and the SATM pair the DM pair's evaluation programs (same network, set size and protocol)."""
+    run's step."""
     return str(tmp_path_factory.mktemp("jax_cache"))
 
 
