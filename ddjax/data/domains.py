@@ -448,7 +448,7 @@ def _folder(root: str, image_size: int | None, split_seed: int) -> _Source:
 def load_domains(source: str, *, base: str = "digits", num_domains: int | None = None, angle_step: float = 9.0,
                  root: str | None = None, names: str | Sequence[str] | None = None, order: str = "default",
                  order_seed: int = 0, image_size: int | None = None, split_seed: int = 0, train_per_domain: int = 0,
-                 data_dir: str | os.PathLike | None = None,
+                 test_per_class: int = 0, data_dir: str | os.PathLike | None = None,
                  source_dir: str | os.PathLike | None = None) -> DomainCollection:
     """A :class:`DomainCollection` from ``source`` (see the module docstring for each source and its statistics).
 
@@ -466,6 +466,8 @@ def load_domains(source: str, *, base: str = "digits", num_domains: int | None =
       train_per_domain: ``styled``: keep this many train images per domain, class-balanced, a different seeded
         subset of the base train split per domain (:func:`train_subset`); 0: the whole split. The test splits
         are always whole.
+      test_per_class: > 0: every domain's test split keeps the first n images of each class (:func:`test_subset`);
+        0: the whole split.
       data_dir, source_dir: where ``fashion_mnist`` is prepared / its IDX files (see :func:`load_dataset`).
 
     Raises:
@@ -499,7 +501,8 @@ def load_domains(source: str, *, base: str = "digits", num_domains: int | None =
     return DomainCollection(name=src.name, domains=tuple(chosen), class_names=tuple(str(c) for c in src.classes),
                             image_shape=src.image_shape, mean=np.asarray(src.mean, np.float32),
                             std=np.asarray(src.std, np.float32), statistics=src.statistics,
-                            builder=lambda d, with_train: src.builders[d](with_train))
+                            builder=lambda d, with_train: src.builders[d](with_train),
+                            test_per_class=int(test_per_class or 0))
 
 
 def collection_from_config(config) -> DomainCollection:
@@ -509,10 +512,8 @@ def collection_from_config(config) -> DomainCollection:
     The one reading of ``config.domains`` for the library (``ddjax.algorithms.decoupled``) and the launcher
     (``launch.domains`` re-exports it)."""
     d = config.domains
-    collection = load_domains(d.source, base=d.base, num_domains=d.num_domains or None, angle_step=d.angle_step,
-                              root=d.root or None, names=d.names, order=d.order, order_seed=d.order_seed,
-                              image_size=d.image_size or None, split_seed=d.split_seed,
-                              train_per_domain=d.get("train_per_domain", 0),
-                              data_dir=config.data.data_dir, source_dir=config.data.source_dir)
-    per_class = int(d.get("test_per_class", 0) or 0)
-    return dataclasses.replace(collection, test_per_class=per_class) if per_class else collection
+    return load_domains(d.source, base=d.base, num_domains=d.num_domains or None, angle_step=d.angle_step,
+                        root=d.root or None, names=d.names, order=d.order, order_seed=d.order_seed,
+                        image_size=d.image_size or None, split_seed=d.split_seed,
+                        train_per_domain=d.get("train_per_domain", 0), test_per_class=d.get("test_per_class", 0),
+                        data_dir=config.data.data_dir, source_dir=config.data.source_dir)
