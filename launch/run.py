@@ -191,8 +191,9 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
         if config.eval.every and step % config.eval.every == 0 and step != config.steps:
             evaluate_now(step, current)
 
-    def evaluate_now(step: int, current) -> None:
-        """Evaluate the set (unless ``eval.num_seeds`` = 0: distil only) and draw its picture."""
+    def evaluate_now(step: int, current) -> dict:
+        """Evaluate the set (unless ``eval.num_seeds`` = 0: distil only) and draw its picture; returns the host
+        view of the set (``algorithms.eval_view``)."""
         view = distributed.to_host(algorithms.eval_view(current, config))
         if evaluates:
             result = evaluate_set(jax.random.fold_in(k_eval, step), config, model, view["images"], view["labels"],
@@ -212,6 +213,7 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
                 outputs.save_image_grid(os.path.join(workdir, name), pixels, labels, dataset.num_classes,
                                         dataset.class_names)
             tensorboard.add_image_file("images/synthetic", os.path.join(workdir, "synthetic.png"), step)
+        return view
 
     evaluates = config.eval.num_seeds > 0
     last_eval: dict[str, Any] = {}
@@ -223,7 +225,7 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     progress.close()
 
     final_step = max(start, config.steps)  # the last step ran (and was checkpointed), or a longer restored run
-    evaluate_now(final_step, state)
+    view = evaluate_now(final_step, state)
     result: dict[str, Any] = {
         "algorithm": config.algorithm, "dataset": dataset.name, "ipc": config.ipc, "steps": final_step,
         "model": config_dict["model"], "eval_epochs": config.eval.epochs, "num_seeds": config.eval.num_seeds,
@@ -239,7 +241,6 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
         writer.write(step=final_step, random_real_acc=baseline.mean, random_real_acc_std=baseline.std)
         print(f"random real images (ipc {config.ipc}): accuracy {baseline.mean:.4f} ± {baseline.std:.4f}",
               file=stream)
-    view = distributed.to_host(algorithms.eval_view(state, config))
     cross = {name: cross_architecture.evaluate_architecture(name, config, dataset, view["images"], view["labels"],
                                                             view.get("lr"))
              for name in models.parse_architectures(config.eval.architectures)}
