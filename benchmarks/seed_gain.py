@@ -11,7 +11,8 @@ the evaluation settings may be overridden there too). Distillation seed ``s`` is
 for every seed; rows come seed-major (every variant's seed 0 first). The evaluation is the variant's
 ``config.eval`` (``config.eval.num_seeds`` networks per distilled set). Prints one JSON line per (variant, seed) and a markdown table with mean ± std over the seeds and
 the paired gains ``acc(variant, s) − acc(first, s)``. Each row also keeps the mean over the steps of every scalar
-step metric (``metric_means``: e.g. SATM's ``loss_perturbed``, ``eps_norm``, ``sam_cosine``) and the final ‖ϕ‖.
+step metric (``metric_means``: e.g. SATM's ``loss_perturbed``, ``eps_norm``, ``sam_cosine``), the same over the
+last quarter of the steps (``metric_means_last_quarter``: the trend) and the final ‖ϕ‖.
 """
 from __future__ import annotations
 
@@ -62,8 +63,9 @@ def run_seed(name: str, v: dict, seed: int, steps: int) -> dict:
     started = time.perf_counter()
     k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
     state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
-    times, sums = [], {}
-    for _ in range(steps):
+    times, sums, last = [], {}, {}
+    last_from = steps - max(steps // 4, 1)  # the last quarter of the steps: the metrics' trend (e.g. sharpness)
+    for i in range(steps):
         t = time.perf_counter()
         state, metrics = step_fn(state, step_data)
         float(metrics["loss"])
@@ -71,6 +73,8 @@ def run_seed(name: str, v: dict, seed: int, steps: int) -> dict:
         for k, val in metrics.items():
             if np.ndim(val) == 0:
                 sums[k] = sums.get(k, 0.0) + float(val)
+                if i >= last_from:
+                    last[k] = last.get(k, 0.0) + float(val)
     distil = time.perf_counter() - started
     view = algorithms.eval_view(state, config)
     result = evaluate_set(jax.random.fold_in(k_eval, steps), config, v["model"], view["images"], view["labels"],
@@ -80,6 +84,7 @@ def run_seed(name: str, v: dict, seed: int, steps: int) -> dict:
                distil_s=distil, step_s_median=float(np.median(times[1:] or times)),
                first_step_s=times[0], eval_s=time.perf_counter() - started - distil,
                final_loss=float(metrics["loss"]), metric_means={k: val / steps for k, val in sums.items()},
+               metric_means_last_quarter={k: val / (steps - last_from) for k, val in last.items()},
                image_norm=float(np.linalg.norm(np.asarray(state.synthetic.images))))
     print(json.dumps(row), flush=True)
     return row
