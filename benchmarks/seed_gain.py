@@ -46,7 +46,7 @@ def apply_overrides(config, overrides: str):
 
 def build_variant(config, steps: int, dataset, stream) -> dict:
     """Everything one variant's seeds share: the model, real pool, algorithm, step data and the jitted step."""
-    config.steps = steps
+    config.steps = max(steps, 1)  # --steps=0 evaluates the initial set; the launcher's check wants steps >= 1
     validate_config(config)
     num_classes, shape = dataset.num_classes, dataset.image_shape
     model = build_eval_model(config, num_classes)
@@ -63,7 +63,7 @@ def run_seed(name: str, v: dict, seed: int, steps: int) -> dict:
     started = time.perf_counter()
     k_init, k_state, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
     state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
-    times, sums, last = [], {}, {}
+    times, sums, last, metrics = [], {}, {}, {}
     last_from = steps - max(steps // 4, 1)  # the last quarter of the steps: the metrics' trend (e.g. sharpness)
     for i in range(steps):
         t = time.perf_counter()
@@ -81,9 +81,10 @@ def run_seed(name: str, v: dict, seed: int, steps: int) -> dict:
                           v["dataset"], lr=view.get("lr"))
     row = dict(variant=name, seed=seed, steps=steps, acc=result.mean, acc_std=result.std,
                per_network=list(map(float, result.per_seed)) if hasattr(result, "per_seed") else None,
-               distil_s=distil, step_s_median=float(np.median(times[1:] or times)),
-               first_step_s=times[0], eval_s=time.perf_counter() - started - distil,
-               final_loss=float(metrics["loss"]), metric_means={k: val / steps for k, val in sums.items()},
+               distil_s=distil, step_s_median=float(np.median(times[1:] or times)) if times else None,
+               first_step_s=times[0] if times else None, eval_s=time.perf_counter() - started - distil,
+               final_loss=float(metrics["loss"]) if steps else None,
+               metric_means={k: val / steps for k, val in sums.items()},
                metric_means_last_quarter={k: val / (steps - last_from) for k, val in last.items()},
                image_norm=float(np.linalg.norm(np.asarray(state.synthetic.images))))
     print(json.dumps(row), flush=True)
@@ -109,7 +110,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", action="append", required=True, help="NAME|CONFIG[:ARG]|KEY=VALUE;...")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--steps", type=int, required=True, help="outer steps per seed (0: evaluate the initial set)")
     parser.add_argument("--out", default="", help="write the rows as JSON lines here")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
