@@ -6,7 +6,9 @@ held-out domain's test split, with the library pieces the launcher uses (prepare
 PYTHONPATH=. python benchmarks/dg_leave_one_out.py --run=dtl@configs/dtl_tiny.py \
     --run=dtl_nodsm@configs/dtl_tiny.py@dtl.dsm=False --run=dtl_xarch@configs/dtl_tiny.py@@convnet:32,resnet50:4
 ``--held=photo`` runs one held-out domain; ``--dump`` saves each phase's views; ``--views=DIR`` validates saved views
-on other networks (``@@resnet18,resnet50:4``) without distilling again. The name ``erm`` trains the validation
+on other networks (``@@resnet18,resnet50:4``) without distilling again. ``--merge=A.json,B.json --out=DIR`` joins
+one method's per-held-out-domain results (one invocation per domain) into ``DIR/<name>.json`` with the same
+``leave_one_out`` / ``leave_one_out_mean`` keys. The name ``erm`` trains the validation
 network on all seen-domain training images instead (the "whole data" row), ``random_real`` on IPC random real
 seen-domain images with hard labels.
 """
@@ -157,15 +159,57 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
     return out
 
 
+def merge_runs(paths: list[str], out_dir: str) -> dict:
+    """One method's results of separate invocations (``--held=...`` each) joined: the union of their
+    ``leave_one_out`` cells (a domain measured twice is refused), the mean over the joined domains, the summed
+    ``seconds``, every ``evidence`` entry, and ``merged_from`` (the files). Writes ``<out_dir>/<name>.json``."""
+    parts = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            parts.append(json.load(f))
+    names = {p["name"] for p in parts}
+    if len(names) != 1:
+        raise ValueError(f"--merge joins one method's runs; got names {sorted(names)}")
+    out: dict = {k: parts[0][k] for k in ("name", "config", "set", "ipc", "domains")}
+    out["leave_one_out"], out["evidence"] = {}, {}
+    for p in parts:
+        for spec, cells in p["leave_one_out"].items():
+            joined = out["leave_one_out"].setdefault(spec, {})
+            for domain, cell in cells.items():
+                if domain in joined:
+                    raise ValueError(f"held-out domain {domain!r} ({spec}) is in more than one of {paths}")
+                joined[domain] = cell
+        out["evidence"].update(p.get("evidence", {}))
+    order = {d: i for i, d in enumerate(out["domains"])}
+    out["leave_one_out"] = {s: dict(sorted(c.items(), key=lambda kv: order.get(kv[0], len(order))))
+                            for s, c in out["leave_one_out"].items()}
+    out["leave_one_out_mean"] = {s: float(np.mean([r["mean"] for r in c.values()]))
+                                 for s, c in out["leave_one_out"].items()}
+    out["seconds"] = float(sum(p.get("seconds", 0.0) for p in parts))
+    out["merged_from"] = list(paths)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{out['name']}.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1)
+    print(json.dumps({"name": out["name"], "mean": out["leave_one_out_mean"],
+                      "domains": {s: list(c) for s, c in out["leave_one_out"].items()}}), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run", action="append", required=True,
+    parser.add_argument("--run", action="append", default=[],
                         help="NAME@CONFIG[@key=value,key=value][@EVAL_MODELS]; several --run share compilations")
     parser.add_argument("--out", default="/tmp/dg/results")
     parser.add_argument("--held", default="", help="comma list: only these held-out domains (default: all)")
     parser.add_argument("--dump", action="store_true", help="save each phase's views and labels (.npz)")
     parser.add_argument("--views", default="", help="validate the views an earlier --dump saved in this folder")
+    parser.add_argument("--merge", default="", help="comma list of one method's result JSONs to join (no run)")
     args = parser.parse_args()
+    if args.merge:
+        merge_runs([p for p in args.merge.split(",") if p], args.out)
+        return
+    if not args.run:
+        parser.error("--run or --merge is required")
     jax.config.update("jax_compilation_cache_dir", "/tmp/dg/jaxcache")
     for item in args.run:
         parts = item.split("@")
