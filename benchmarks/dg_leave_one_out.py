@@ -68,9 +68,15 @@ def distil(config, dataset):
     k_init, k_state, _ = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
     step = jax.jit(algo.step, donate_argnums=0)
-    for _ in range(config.steps):
+    started = time.perf_counter()
+    for i in range(config.steps):
         state, metrics = step(state, data)
+        if i == 0:
+            jax.block_until_ready(metrics)
+            first = time.perf_counter() - started
     loss = float(metrics["loss"])
+    print(f"recover: first step (compiles) {first:.0f} s, {config.steps - 1} more in "
+          f"{time.perf_counter() - started - first:.0f} s", file=sys.stderr, flush=True)
     if not np.isfinite(loss):
         raise FloatingPointError(f"loss {loss}")
     view = algorithms.eval_view(state, config)
