@@ -58,8 +58,13 @@ def eval_model(spec: str, config, num_classes: int):
                               norm=m.norm if name == m.name else None)
 
 
-def distil(config, dataset):
-    """One phase: the relabelled set the launcher would evaluate."""
+def distil(config, dataset, resume: str = "", budget_s: float = 0.0):
+    """One phase: the relabelled set the launcher would evaluate.
+
+    ``resume``: a file for the recover state. If it exists the recover continues from it; with ``budget_s`` > 0
+    the recover stops after that many seconds, saves its state there and exits (``SystemExit``), so that a recover
+    longer than one invocation may take (the 15-minute limit on the shared CPU) runs in several. The step is a
+    pure function of the state, so a resumed recover gives the same set as an uninterrupted one."""
     k = dataset.num_classes
     real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, k)
     model = models.build_from_config(config.model, k)
@@ -67,15 +72,30 @@ def distil(config, dataset):
     data = algorithms.prepare_data(config, dataset, real, stream=sys.stderr)
     k_init, k_state, _ = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
+    start = 0
+    if resume and os.path.exists(resume):
+        saved = np.load(resume)
+        leaves, treedef = jax.tree.flatten(state)
+        state = jax.tree.unflatten(treedef, [jnp.asarray(saved[f"leaf{i}"]) for i in range(len(leaves))])
+        start = int(saved["done"])
+        print(f"recover: resumed at step {start} of {config.steps} from {resume}", file=sys.stderr, flush=True)
     step = jax.jit(algo.step, donate_argnums=0)
     started = time.perf_counter()
-    for i in range(config.steps):
+    for i in range(start, config.steps):
         state, metrics = step(state, data)
-        if i == 0:
+        if i == start:
             jax.block_until_ready(metrics)
             first = time.perf_counter() - started
+        if resume and budget_s and i + 1 < config.steps and time.perf_counter() - started > budget_s:
+            leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
+            os.makedirs(os.path.dirname(os.path.abspath(resume)), exist_ok=True)
+            np.savez(resume, done=i + 1, **{f"leaf{j}": leaf for j, leaf in enumerate(leaves)})
+            raise SystemExit(f"recover paused after step {i + 1} of {config.steps} (budget {budget_s:.0f} s); "
+                             f"state in {resume}: run the same command again to go on")
     loss = float(metrics["loss"])
-    print(f"recover: first step (compiles) {first:.0f} s, {config.steps - 1} more in "
+    if resume and os.path.exists(resume):
+        os.remove(resume)                          # done: a rerun starts afresh
+    print(f"recover: first step (compiles) {first:.0f} s, {config.steps - start - 1} more in "
           f"{time.perf_counter() - started - first:.0f} s", file=sys.stderr, flush=True)
     if not np.isfinite(loss):
         raise FloatingPointError(f"loss {loss}")
@@ -107,11 +127,12 @@ def stage_evidence(config, state, view_labels: np.ndarray, test_x: np.ndarray, t
 
 
 def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_dir: str, held_only: str = "",
-            dump: bool = False, views_dir: str = "") -> dict:
+            dump: bool = False, views_dir: str = "", budget_s: float = 0.0) -> dict:
     """Every leave-one-out phase of one method (or only the held-out domains named in ``held_only``, comma
     list); writes ``<out_dir>/<name>.json`` (and ``<name>_<domain>.npz`` with the views if ``dump``). With
     ``views_dir``, the views of an earlier ``--dump`` are validated instead of distilling again (cross-architecture
-    validation of the same sets)."""
+    validation of the same sets). ``budget_s`` > 0: a recover longer than that pauses into
+    ``<out_dir>/<name>_<domain>_recover.npz`` and the same command goes on from there (:func:`distil`)."""
     config = load_config(config_path, sets)
     collection = collection_from_config(config)
     e = config.eval
@@ -135,7 +156,8 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
             images, labels = evaluate.random_real_subset(jax.random.PRNGKey(held), dataset.train_images,
                                                          dataset.train_labels, config.ipc, dataset.num_classes)
         else:
-            images, labels, loss, state = distil(config, dataset)
+            resume = os.path.join(out_dir, f"{name}_{collection.domains[held]}_recover.npz") if budget_s else ""
+            images, labels, loss, state = distil(config, dataset, resume, budget_s)
             evidence = stage_evidence(config, state, labels, test_x, test_y)
             out.setdefault("evidence", {})[collection.domains[held]] = evidence
             print(f"{name} held-out {collection.domains[held]}: {json.dumps(evidence)}", file=sys.stderr, flush=True)
@@ -209,6 +231,8 @@ def main() -> None:
     parser.add_argument("--held", default="", help="comma list: only these held-out domains (default: all)")
     parser.add_argument("--dump", action="store_true", help="save each phase's views and labels (.npz)")
     parser.add_argument("--views", default="", help="validate the views an earlier --dump saved in this folder")
+    parser.add_argument("--recover_budget", type=float, default=0.0,
+                        help="seconds: pause a longer recover into OUT/NAME_DOMAIN_recover.npz; rerun to go on")
     parser.add_argument("--merge", default="", help="comma list of one method's result JSONs to join (no run)")
     args = parser.parse_args()
     if args.merge:
@@ -222,7 +246,7 @@ def main() -> None:
         name, config_path = parts[0], parts[1]
         sets = [s for s in (parts[2].split(",") if len(parts) > 2 else []) if s]
         run_one(name, config_path, sets, parts[3] if len(parts) > 3 else "", args.out, args.held, args.dump,
-                args.views)
+                args.views, args.recover_budget)
 
 
 if __name__ == "__main__":
