@@ -5,7 +5,7 @@ held-out domain's test split, with the library pieces the launcher uses (prepare
 
 PYTHONPATH=. python benchmarks/dg_leave_one_out.py --run=dtl@configs/dtl_tiny.py \
     --run=dtl_nodsm@configs/dtl_tiny.py@dtl.dsm=False --run=dtl_xarch@configs/dtl_tiny.py@@convnet:32,resnet50:4
-``--held=photo`` runs one held-out domain; ``--dump`` saves each phase's views; ``--views=DIR`` validates saved views
+``--held=photo`` runs one held-out domain; ``--dump`` saves each phase's views (and S itself, ``synthetic``); ``--views=DIR`` validates saved views
 on other networks (``@@resnet18,resnet50:4``) without distilling again. ``--merge=A.json,B.json --out=DIR`` joins
 one method's per-held-out-domain results (one invocation per domain) into ``DIR/<name>.json`` with the same
 ``leave_one_out`` / ``leave_one_out_mean`` keys. The name ``erm`` trains the validation
@@ -147,6 +147,7 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
         seen = [i for i in range(collection.num_domains) if i != held]
         dataset = collection.load_many(seen)
         test_x, test_y = collection.load_test(held)  # the held-out domain's train split is never built
+        state = None
         if name == "erm":
             images, labels = dataset.train_images, dataset.train_labels
         elif views_dir:
@@ -165,8 +166,10 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
                   file=sys.stderr, flush=True)
         if dump:
             os.makedirs(out_dir, exist_ok=True)
+            extra = {} if state is None else {"synthetic": np.asarray(state.synthetic.images),
+                                               "synthetic_labels": np.asarray(state.synthetic.labels)}
             np.savez(os.path.join(out_dir, f"{name}_{collection.domains[held]}.npz"), images=np.asarray(images),
-                     labels=np.asarray(labels))
+                     labels=np.asarray(labels), **extra)
         for spec in specs:
             model = eval_model(spec, config, collection.num_classes)
             result = evaluate.evaluate_synthetic(
