@@ -5,13 +5,13 @@ held-out domain's test split, with the library pieces the launcher uses (prepare
 
 PYTHONPATH=. python benchmarks/dg_leave_one_out.py --run=dtl@configs/dtl_tiny.py \
     --run=dtl_nodsm@configs/dtl_tiny.py@dtl.dsm=False --run=dtl_xarch@configs/dtl_tiny.py@@convnet:32,resnet50:4
-``--held=photo`` runs one held-out domain; ``--dump`` saves each phase's views (and S itself, ``synthetic``); ``--views=DIR`` validates saved views
-on other networks (``@@resnet18,resnet50:4``) without distilling again. ``--merge=A.json,B.json --out=DIR`` joins
-one method's per-held-out-domain results (one invocation per domain) into ``DIR/<name>.json`` with the same
-``leave_one_out`` / ``leave_one_out_mean`` keys. ``--recover_budget=SECONDS`` pauses a longer recover into
-``OUT/NAME_DOMAIN_recover.npz``; the same command run again resumes it (bit-identical). The name ``erm`` trains the validation
-network on all seen-domain training images instead (the "whole data" row), ``random_real`` on IPC random real
-seen-domain images with hard labels.
+``--held=photo`` runs one held-out domain; ``--dump`` saves each phase's views (and S itself, ``synthetic``);
+``--views=DIR`` validates saved views on other networks (``@@resnet18,resnet50:4``) without distilling again.
+``--merge=A.json,B.json --out=DIR`` joins one method's per-held-out-domain results (one invocation per domain) into
+``DIR/<name>.json`` with the same ``leave_one_out`` / ``leave_one_out_mean`` keys. ``--recover_budget=SECONDS``
+pauses a longer recover into ``OUT/NAME_DOMAIN_recover.npz``; the same command run again resumes it
+(bit-identical). The name ``erm`` trains the validation network on all seen-domain training images instead (the
+"whole data" row), ``random_real`` on IPC random real seen-domain images with hard labels.
 """
 from __future__ import annotations
 
