@@ -5,10 +5,13 @@ held-out domain's test split, with the library pieces the launcher uses (prepare
 
 PYTHONPATH=. python benchmarks/dg_leave_one_out.py --run=dtl@configs/dtl_tiny.py \
     --run=dtl_nodsm@configs/dtl_tiny.py@dtl.dsm=False --run=dtl_xarch@configs/dtl_tiny.py@@convnet:32,resnet50:4
-``--held=photo`` runs one held-out domain; ``--dump`` saves each phase's views; ``--views=DIR`` validates saved views
-on other networks (``@@resnet18,resnet50:4``) without distilling again. The name ``erm`` trains the validation
-network on all seen-domain training images instead (the "whole data" row), ``random_real`` on IPC random real
-seen-domain images with hard labels.
+``--held=photo`` runs one held-out domain; ``--dump`` saves each phase's views (and S itself, ``synthetic``);
+``--views=DIR`` validates saved views on other networks (``@@resnet18,resnet50:4``) without distilling again.
+``--merge=A.json,B.json --out=DIR`` joins one method's per-held-out-domain results (one invocation per domain) into
+``DIR/<name>.json`` with the same ``leave_one_out`` / ``leave_one_out_mean`` keys. ``--recover_budget=SECONDS``
+pauses a longer recover into ``OUT/NAME_DOMAIN_recover.npz``; the same command run again resumes it
+(bit-identical). The name ``erm`` trains the validation network on all seen-domain training images instead (the
+"whole data" row), ``random_real`` on IPC random real seen-domain images with hard labels.
 """
 from __future__ import annotations
 
@@ -56,8 +59,13 @@ def eval_model(spec: str, config, num_classes: int):
                               norm=m.norm if name == m.name else None)
 
 
-def distil(config, dataset):
-    """One phase: the relabelled set the launcher would evaluate."""
+def distil(config, dataset, resume: str = "", budget_s: float = 0.0):
+    """One phase: the relabelled set the launcher would evaluate.
+
+    ``resume``: a file for the recover state. If it exists the recover continues from it; with ``budget_s`` > 0
+    the recover stops after that many seconds, saves its state there and exits (``SystemExit``), so that a recover
+    longer than one invocation may take (the 15-minute limit on the shared CPU) runs in several. The step is a
+    pure function of the state, so a resumed recover gives the same set as an uninterrupted one."""
     k = dataset.num_classes
     real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, k)
     model = models.build_from_config(config.model, k)
@@ -65,10 +73,32 @@ def distil(config, dataset):
     data = algorithms.prepare_data(config, dataset, real, stream=sys.stderr)
     k_init, k_state, _ = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
+    start = 0
+    if resume and os.path.exists(resume):
+        saved = np.load(resume)
+        leaves, treedef = jax.tree.flatten(state)
+        state = jax.tree.unflatten(treedef, [jnp.asarray(saved[f"leaf{i}"]) for i in range(len(leaves))])
+        start = int(saved["done"])
+        print(f"recover: resumed at step {start} of {config.steps} from {resume}", file=sys.stderr, flush=True)
     step = jax.jit(algo.step, donate_argnums=0)
-    for _ in range(config.steps):
+    started = time.perf_counter()
+    for i in range(start, config.steps):
         state, metrics = step(state, data)
+        if i == start or budget_s:           # steps are dispatched asynchronously: wait, so the clock is true
+            jax.block_until_ready(metrics)
+        if i == start:
+            first = time.perf_counter() - started
+        if resume and budget_s and i + 1 < config.steps and time.perf_counter() - started > budget_s:
+            leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
+            os.makedirs(os.path.dirname(os.path.abspath(resume)), exist_ok=True)
+            np.savez(resume, done=i + 1, **{f"leaf{j}": leaf for j, leaf in enumerate(leaves)})
+            raise SystemExit(f"recover paused after step {i + 1} of {config.steps} (budget {budget_s:.0f} s); "
+                             f"state in {resume}: run the same command again to go on")
     loss = float(metrics["loss"])
+    if resume and os.path.exists(resume):
+        os.remove(resume)                          # done: a rerun starts afresh
+    print(f"recover: first step (compiles) {first:.0f} s, {config.steps - start - 1} more in "
+          f"{time.perf_counter() - started - first:.0f} s", file=sys.stderr, flush=True)
     if not np.isfinite(loss):
         raise FloatingPointError(f"loss {loss}")
     view = algorithms.eval_view(state, config)
@@ -99,11 +129,12 @@ def stage_evidence(config, state, view_labels: np.ndarray, test_x: np.ndarray, t
 
 
 def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_dir: str, held_only: str = "",
-            dump: bool = False, views_dir: str = "") -> dict:
+            dump: bool = False, views_dir: str = "", budget_s: float = 0.0) -> dict:
     """Every leave-one-out phase of one method (or only the held-out domains named in ``held_only``, comma
     list); writes ``<out_dir>/<name>.json`` (and ``<name>_<domain>.npz`` with the views if ``dump``). With
     ``views_dir``, the views of an earlier ``--dump`` are validated instead of distilling again (cross-architecture
-    validation of the same sets)."""
+    validation of the same sets). ``budget_s`` > 0: a recover longer than that pauses into
+    ``<out_dir>/<name>_<domain>_recover.npz`` and the same command goes on from there (:func:`distil`)."""
     config = load_config(config_path, sets)
     collection = collection_from_config(config)
     e = config.eval
@@ -118,6 +149,7 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
         seen = [i for i in range(collection.num_domains) if i != held]
         dataset = collection.load_many(seen)
         test_x, test_y = collection.load_test(held)  # the held-out domain's train split is never built
+        state = None
         if name == "erm":
             images, labels = dataset.train_images, dataset.train_labels
         elif views_dir:
@@ -127,7 +159,8 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
             images, labels = evaluate.random_real_subset(jax.random.PRNGKey(held), dataset.train_images,
                                                          dataset.train_labels, config.ipc, dataset.num_classes)
         else:
-            images, labels, loss, state = distil(config, dataset)
+            resume = os.path.join(out_dir, f"{name}_{collection.domains[held]}_recover.npz") if budget_s else ""
+            images, labels, loss, state = distil(config, dataset, resume, budget_s)
             evidence = stage_evidence(config, state, labels, test_x, test_y)
             out.setdefault("evidence", {})[collection.domains[held]] = evidence
             print(f"{name} held-out {collection.domains[held]}: {json.dumps(evidence)}", file=sys.stderr, flush=True)
@@ -135,8 +168,10 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
                   file=sys.stderr, flush=True)
         if dump:
             os.makedirs(out_dir, exist_ok=True)
+            extra = {} if state is None else {"synthetic": np.asarray(state.synthetic.images),
+                                               "synthetic_labels": np.asarray(state.synthetic.labels)}
             np.savez(os.path.join(out_dir, f"{name}_{collection.domains[held]}.npz"), images=np.asarray(images),
-                     labels=np.asarray(labels))
+                     labels=np.asarray(labels), **extra)
         for spec in specs:
             model = eval_model(spec, config, collection.num_classes)
             result = evaluate.evaluate_synthetic(
@@ -157,22 +192,66 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
     return out
 
 
+def merge_runs(paths: list[str], out_dir: str) -> dict:
+    """One method's results of separate invocations (``--held=...`` each) joined: the union of their
+    ``leave_one_out`` cells (a domain measured twice is refused), the mean over the joined domains, the summed
+    ``seconds``, every ``evidence`` entry, and ``merged_from`` (the files). Writes ``<out_dir>/<name>.json``."""
+    parts = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            parts.append(json.load(f))
+    names = {p["name"] for p in parts}
+    if len(names) != 1:
+        raise ValueError(f"--merge joins one method's runs; got names {sorted(names)}")
+    out: dict = {k: parts[0][k] for k in ("name", "config", "set", "ipc", "domains")}
+    out["leave_one_out"], out["evidence"] = {}, {}
+    for p in parts:
+        for spec, cells in p["leave_one_out"].items():
+            joined = out["leave_one_out"].setdefault(spec, {})
+            for domain, cell in cells.items():
+                if domain in joined:
+                    raise ValueError(f"held-out domain {domain!r} ({spec}) is in more than one of {paths}")
+                joined[domain] = cell
+        out["evidence"].update(p.get("evidence", {}))
+    order = {d: i for i, d in enumerate(out["domains"])}
+    out["leave_one_out"] = {s: dict(sorted(c.items(), key=lambda kv: order.get(kv[0], len(order))))
+                            for s, c in out["leave_one_out"].items()}
+    out["leave_one_out_mean"] = {s: float(np.mean([r["mean"] for r in c.values()]))
+                                 for s, c in out["leave_one_out"].items()}
+    out["seconds"] = float(sum(p.get("seconds", 0.0) for p in parts))
+    out["merged_from"] = list(paths)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{out['name']}.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1)
+    print(json.dumps({"name": out["name"], "mean": out["leave_one_out_mean"],
+                      "domains": {s: list(c) for s, c in out["leave_one_out"].items()}}), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run", action="append", required=True,
+    parser.add_argument("--run", action="append", default=[],
                         help="NAME@CONFIG[@key=value,key=value][@EVAL_MODELS]; several --run share compilations")
     parser.add_argument("--out", default="/tmp/dg/results")
     parser.add_argument("--held", default="", help="comma list: only these held-out domains (default: all)")
     parser.add_argument("--dump", action="store_true", help="save each phase's views and labels (.npz)")
     parser.add_argument("--views", default="", help="validate the views an earlier --dump saved in this folder")
+    parser.add_argument("--recover_budget", type=float, default=0.0,
+                        help="seconds: pause a longer recover into OUT/NAME_DOMAIN_recover.npz; rerun to go on")
+    parser.add_argument("--merge", default="", help="comma list of one method's result JSONs to join (no run)")
     args = parser.parse_args()
+    if args.merge:
+        merge_runs([p for p in args.merge.split(",") if p], args.out)
+        return
+    if not args.run:
+        parser.error("--run or --merge is required")
     jax.config.update("jax_compilation_cache_dir", "/tmp/dg/jaxcache")
     for item in args.run:
         parts = item.split("@")
         name, config_path = parts[0], parts[1]
         sets = [s for s in (parts[2].split(",") if len(parts) > 2 else []) if s]
         run_one(name, config_path, sets, parts[3] if len(parts) > 3 else "", args.out, args.held, args.dump,
-                args.views)
+                args.views, args.recover_budget)
 
 
 if __name__ == "__main__":
