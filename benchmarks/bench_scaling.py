@@ -36,6 +36,9 @@ CASES = {
     "mtt_cifar10_ipc50": ("mtt", 10, 32, 3, 50, 3, {"syn_steps": 30, "batch_syn": 0}),
     "mtt_tinyimagenet_ipc10": ("mtt", 200, 64, 3, 10, 4, {"syn_steps": 20, "batch_syn": 0}),
     "satm_cifar10_ipc10": ("satm", 10, 32, 3, 10, 3, {"syn_steps": 30, "batch_syn": 0}),
+    # DIDD on R-MNIST (Table 6): 128 real images per class, IPC 10 with multi-formation factor 2; both branches of
+    # the step's lax.cond (domain 1 / later domains) are in the program.
+    "didd_rmnist_ipc10": ("didd", 10, 28, 1, 10, 3, {"batch_real": 128, "factor": 2, "init_mix": False}),
 }
 flags.DEFINE_list("cases", list(CASES), "Which cases (names in CASES).")
 flags.DEFINE_bool("compile", True, "Also compile for memory_analysis (slow for big cases on CPU).")
@@ -81,7 +84,7 @@ def build(name: str, unroll: bool, mesh=None):
     labels = jnp.repeat(jnp.arange(classes, dtype=jnp.int32), ipc)
     synthetic = algorithms.SyntheticSet(images=jax.ShapeDtypeStruct((classes * ipc,) + shape, jnp.float32),
                                         labels=labels)
-    if algorithm == "dm":
+    if algorithm in ("dm", "didd"):
         data = algorithms.RealPool(jax.ShapeDtypeStruct((classes, hp.batch_real) + shape, jnp.float32),
                                    jax.ShapeDtypeStruct((classes,), jnp.int32))
     else:
@@ -103,7 +106,7 @@ def measure(name: str) -> dict:
     cost = jax.jit(step).lower(state, data).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     row = {"case": name, "algorithm": algorithm, "classes": classes, "image": [hw, hw, channels], "ipc": ipc,
-           "convnet_depth": depth, **settings, "remat": FLAGS.remat if algorithm != "dm" else None,
+           "convnet_depth": depth, **settings, "remat": FLAGS.remat if algorithm not in ("dm", "didd") else None,
            "dsa": FLAGS.dsa, "flops": float(cost["flops"]) if cost and "flops" in cost else None,
            "lower_s": round(time.perf_counter() - t, 1)}
     leaves = jax.tree.leaves(data)

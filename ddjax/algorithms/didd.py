@@ -320,7 +320,7 @@ class StepSpec(NamedTuple):
     scales: tuple[float, ...]
     unbiased: bool
     init_mix: bool
-    split: Callable[[jax.Array], jax.Array]  # the real batch (K, B, ...) split over the mesh along B
+    split: Callable[[jax.Array], jax.Array]  # the real batch (K, B, ...) split over the mesh as its flattened K·B rows
     update: AsymmetricUpdate
     penalty: Penalty | None
     image_opt: optax.GradientTransformation
@@ -595,7 +595,7 @@ def make_spec(config: ml_collections.ConfigDict, model: nn.Module, num_classes: 
     return StepSpec(model=model, num_classes=num_classes, ipc=ipc, image_shape=image_shape, factor=hp.factor,
                     strategy=config.dsa_strategy, aug_mode=hp.aug_mode, batch_real=hp.batch_real,
                     scales=tuple(float(s) for s in hp.sigmas), unbiased=bool(hp.unbiased),
-                    init_mix=bool(hp.init_mix) and hp.factor > 1, split=sharding.split_batch(mesh, hp.batch_real, f"didd.batch_real={hp.batch_real}", axis=1),
+                    init_mix=bool(hp.init_mix) and hp.factor > 1, split=sharding.flat_batch_splitter(mesh),
                     update=make_update(hp.mode, hp, ipc),
                     penalty=make_penalty(hp.mode, hp),
                     image_opt=optax.sgd(hp.lr_img, momentum=hp.momentum or None), eta_x=float(hp.lr_img),
