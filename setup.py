@@ -36,6 +36,6 @@ setup(
     install_requires=INSTALL_REQUIRES,
     # scikit-learn is a test-only oracle (k-means, digits loader cross-check); pytest-xdist runs the suite on both
     # cores of the CI machine (compile-bound: 504 tests took 886 s in one process on 2 cores, 2026-12-06).
-    extras_require={"test": ["pytest>=8.0", "scikit-learn>=1.4", "pytest-xdist>=3.5"]},
+    extras_require={"test": ["pytest>=8.0", "scikit-learn>=1.4", "pytest-xdist>=3.6"]},
     license="Apache-2.0",
 )

@@ -1,8 +1,55 @@
-"""Test set-up: 8 simulated CPU devices (must be set before jax is imported) and 64-bit-free determinism."""
+"""Test set-up: 8 simulated CPU devices (must be set before jax is imported), no launcher cache beside the tmp
+workdirs, and one persistent compilation cache for this run of the suite, shared by its xdist workers."""
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# No persistent compilation cache in the suite (launch.compile_cache): runs use tmp workdirs, and each would
-# otherwise store its programs beside them; subprocess runs inherit this.
+# No launcher cache beside each run's tmp workdir (launch.compile_cache's "auto"); subprocess runs inherit this.
 os.environ.setdefault("DDJAX_CACHE", "off")
+
+# The suite is mostly XLA compile time, and many tests compile the same programs (the tiny evaluation networks,
+# the launcher's steps) from new function objects, which JAX's in-memory caches do not share. One persistent
+# cache per run of the suite, made by the first process that imports this file (pytest's controller, whose
+# environment its xdist workers inherit) and removed by it at the end, compiles each program once. Per run, not
+# per machine: a clean clone's suite times are what a warm local rerun would see too.
+_SUITE_CACHE = "DDJAX_SUITE_CACHE"
+_OWN_CACHE = _SUITE_CACHE not in os.environ
+if _OWN_CACHE:
+    os.environ[_SUITE_CACHE] = tempfile.mkdtemp(prefix="ddjax-suite-cache-")
+
+import jax  # noqa: E402  (after XLA_FLAGS)
+
+jax.config.update("jax_compilation_cache_dir", os.environ[_SUITE_CACHE])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ.pop(_SUITE_CACHE), ignore_errors=True)
+
+
+# The suite runs as `pytest -n 2 --dist loadfile`: one test file per worker at a time. xdist's default orders the
+# files by their NUMBER of tests, so the few-but-long files (the trajectory launcher runs, DREAM+, the two-process
+# runs) came last and ran alone on one worker for minutes. Instead: longest first (their measured seconds on the
+# 2-core machine, 2026-12-06, junit report), the files not listed after them, so each worker takes the next-longest
+# file when it frees up (longest-processing-time-first, within a few percent of the even split).
+LONGEST_FIRST = (
+    "test_trajectory", "test_launch_trajectory", "test_dream", "test_decoupled", "test_algorithm_contract",
+    "test_m3d_iid", "test_launch", "test_gradient_matching", "test_didd", "test_losses", "test_fidelity_matching",
+    "test_models", "test_multiprocess", "test_staged", "test_satm_sharpness", "test_dm", "test_evaluate",
+    "test_data", "test_fidelity", "test_idm", "test_teachers", "test_dg_models", "test_inner", "test_samplers",
+    "test_reproduce", "test_sam", "test_conv", "test_kmeans", "test_augment", "test_style_losses",
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):   # pytest-xdist >= 3.6: keep the order below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))   # stable: file order kept within a rank
