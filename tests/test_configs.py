@@ -1,7 +1,6 @@
 """Every shipped config loads, passes validation and builds its algorithm, on one device and on the 8 simulated
 devices of the test-suite (batch sizes must split over the mesh); no data loaded, nothing compiled."""
 import glob
-import importlib.util
 import os
 
 import pytest
@@ -9,17 +8,13 @@ import pytest
 from ddjax import algorithms, models
 from ddjax.sharding import make_mesh
 from launch.config import validate_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_files import REPO, load_module
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 SHAPES = {"digits": (8, 8, 1), "fashion_mnist": (28, 28, 1)}
 
 
 def _load(path):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(path)
 
 
 def _variants(path):

@@ -1,19 +1,14 @@
 """benchmarks/dg_leave_one_out.py --merge: one method's per-held-out-domain invocations joined into one results
 file with the same ``leave_one_out`` / ``leave_one_out_mean`` keys; a domain measured twice is refused."""
-import importlib.util
 import json
-import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_files import load_module
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("dg_loo", os.path.join(REPO, "benchmarks", "dg_leave_one_out.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("benchmarks/dg_leave_one_out.py", "dg_loo")
 
 
 def _part(tmp_path, name, domain, accs, seconds):

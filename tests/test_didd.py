@@ -2,7 +2,6 @@
 ablation modes' image updates against a hand formula built from an independent per-class loss, constant rates =
 the summed update, a large penalty drives the rates to their lower bound, the boundary hook, the EWC importance,
 the LwF/LF terms against numpy, 1 vs 8 devices, one-line errors."""
-import importlib.util
 import os
 
 import jax
@@ -18,10 +17,10 @@ from ddjax.errors import ConfigError
 from ddjax.sharding import make_mesh, replicate
 from launch import continual_methods
 from launch.config import validate_config
+from repo_files import load_module
 
 K, IPC, SHAPE, FACTOR, BATCH, LR = 2, 2, (8, 8, 1), 2, 8, 0.5
 STRATEGY = "color_crop_cutout"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(mode="bilevel", **hp):
@@ -381,9 +380,7 @@ def test_focus_images_are_the_extreme_rate_differences(bilevel_step, tmp_path):
 
 
 def test_every_tiny_method_validates_and_builds():
-    spec = importlib.util.spec_from_file_location("didd_tiny", os.path.join(REPO, "configs", "didd_tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module("configs/didd_tiny.py")
     model = models.build_model("convnet", 10, width=8, depth=1)
     for method in continual_methods.METHODS:
         config = module.get_config(f"method={method},seed=1")

@@ -1,6 +1,5 @@
 """Fidelity to the authors' code (issue 14): MTT/SATM's expert learning rate, IDC's evaluation protocol
 (MultiStepLR, CutMix, IDC's DiffAug) and value checks that the older tests left as smoke tests."""
-import importlib.util
 import os
 
 import jax
@@ -10,16 +9,11 @@ import pytest
 
 from ddjax import augment, data, evaluate, experts
 from ddjax.algorithms import trajectory
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_files import REPO, load_module
 
 
 def _config(name, *args):
-    path = os.path.join(REPO, "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(*args)
+    return load_module(f"configs/{name}.py").get_config(*args)
 
 
 @pytest.fixture(scope="module")
@@ -282,9 +276,6 @@ def test_fashion_mnist_std_constant_matches_the_loader():
     path = "/usr/share/datasets/fashion-mnist"
     if not os.path.isfile(os.path.join(path, "train-images-idx3-ubyte.gz")):
         pytest.skip("Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist), as test_data.py")
-    import importlib
-    spec = importlib.util.spec_from_file_location("idc_fmnist", os.path.join(REPO, "configs", "idc_fmnist.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module("configs/idc_fmnist.py")
     dataset = data.load_dataset("fashion_mnist", source_dir=path)
     assert float(dataset.std[0]) == pytest.approx(module.FASHION_MNIST_STD, rel=1e-6)

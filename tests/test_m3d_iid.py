@@ -15,6 +15,7 @@ from ddjax.algorithms import dm, iid, m3d
 from ddjax.errors import ConfigError, DataNotFoundError
 from ddjax.sharding import make_mesh, replicate
 from step_checks import assert_step_gradient_matches_fd
+from repo_files import load_module
 
 K, IPC, SHAPE, T = 3, 2, (8, 8, 1), 2
 
@@ -216,13 +217,9 @@ def test_missing_teacher_pool_says_how_to_make_it(tmp_path):
 
 def test_launcher_runs_iid_end_to_end_and_makes_the_teacher_pool(tmp_path):
     """configs/iid_tiny.py at toy scale through launch.run: the missing pool is made on the fly and stored."""
-    import importlib.util
 
     from launch.run import run
-    spec = importlib.util.spec_from_file_location("iid_tiny", os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "iid_tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module("configs/iid_tiny.py")
     config = module.get_config()
     config.ipc, config.steps, config.log_every, config.checkpoint_every = 2, 2, 1, 2
     config.model.width, config.model.depth, config.iid.batch_real = 8, 2, 8

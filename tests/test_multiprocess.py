@@ -29,8 +29,7 @@ import pytest
 
 from launch.checkpoint import Checkpointer
 from launch.run import run
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_files import REPO, load_module
 HEARTBEAT = 60   # seconds: --heartbeat_timeout_seconds of the subprocesses (10 s lost a starved process on a
 #                  machine loaded 7x its cores)
 
@@ -55,10 +54,7 @@ def satm_overrides(pretrained: str) -> dict:
 
 def config_of(name: str, overrides: dict):
     """configs/<name>.py's config with ``overrides`` applied, as ``--config.<field>=<value>`` would."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(f"configs/{name}.py")
     config = module.get_config()
     for path, value in overrides.items():
         *parents, leaf = path.split(".")

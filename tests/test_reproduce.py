@@ -1,18 +1,13 @@
 """benchmarks/reproduce.py at tiny scale: one cell of DREAM+'s Table 1 distilled, evaluated with the config's
 (IDC) protocol and written as markdown beside the paper's numbers; bad names are one-line errors."""
-import importlib.util
-import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_files import load_module
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("reproduce", os.path.join(REPO, "benchmarks", "reproduce.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("benchmarks/reproduce.py")
 
 
 def test_tiny_table_cell_runs_end_to_end_and_sits_beside_the_paper(tmp_path):
