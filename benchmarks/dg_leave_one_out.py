@@ -9,7 +9,7 @@ PYTHONPATH=. python benchmarks/dg_leave_one_out.py --run=dtl@configs/dtl_tiny.py
 ``--views=DIR`` validates saved views on other networks (``@@resnet18,resnet50:4``) without distilling again.
 ``--merge=A.json,B.json --out=DIR`` joins one method's per-held-out-domain results (one invocation per domain) into
 ``DIR/<name>.json`` with the same ``leave_one_out`` / ``leave_one_out_mean`` keys. ``--recover_budget=SECONDS``
-pauses a longer recover into ``OUT/NAME_DOMAIN_recover.npz``; the same command run again resumes it
+pauses a longer recover into a checkpoint in ``OUT/NAME_DOMAIN_recover/``; the same command run again resumes it
 (bit-identical). The name ``erm`` trains the validation network on all seen-domain training images instead (the
 "whole data" row), ``random_real`` on IPC random real seen-domain images with hard labels.
 """
@@ -20,6 +20,7 @@ import ast
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from ddjax import algorithms, evaluate, models, squeeze
 from ddjax.algorithms import decoupled
+from launch.checkpoint import Checkpointer
 from launch.config import validate_config
 from launch.domains import collection_from_config
 
@@ -62,10 +64,11 @@ def eval_model(spec: str, config, num_classes: int):
 def distil(config, dataset, resume: str = "", budget_s: float = 0.0):
     """One phase: the relabelled set the launcher would evaluate.
 
-    ``resume``: a file for the recover state. If it exists the recover continues from it; with ``budget_s`` > 0
-    the recover stops after that many seconds, saves its state there and exits (``SystemExit``), so that a recover
-    longer than one invocation may take (the 15-minute limit on the shared CPU) runs in several. The step is a
-    pure function of the state, so a resumed recover gives the same set as an uninterrupted one."""
+    ``resume``: a folder for the recover's checkpoint (the launcher's :class:`launch.checkpoint.Checkpointer`). If
+    it holds one the recover continues from it; with ``budget_s`` > 0 the recover stops after that many seconds,
+    checkpoints its state there and exits (``SystemExit``), so that a recover longer than one invocation may take
+    (the 15-minute limit on the shared CPU) runs in several. The step is a pure function of the state, so a
+    resumed recover gives the same set as an uninterrupted one."""
     k = dataset.num_classes
     real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, k)
     model = models.build_from_config(config.model, k)
@@ -73,12 +76,10 @@ def distil(config, dataset, resume: str = "", budget_s: float = 0.0):
     data = algorithms.prepare_data(config, dataset, real, stream=sys.stderr)
     k_init, k_state, _ = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     state = algo.init(k_state, algorithms.init_synthetic(k_init, real, config.ipc, config.init))
-    start = 0
-    if resume and os.path.exists(resume):
-        saved = np.load(resume)
-        leaves, treedef = jax.tree.flatten(state)
-        state = jax.tree.unflatten(treedef, [jnp.asarray(saved[f"leaf{i}"]) for i in range(len(leaves))])
-        start = int(saved["done"])
+    start, checkpoints = 0, Checkpointer(resume, max_to_keep=1) if resume else None
+    if checkpoints is not None and checkpoints.latest_step() is not None:
+        start = checkpoints.latest_step()
+        state, _ = checkpoints.restore(start, state)
         print(f"recover: resumed at step {start} of {config.steps} from {resume}", file=sys.stderr, flush=True)
     step = jax.jit(algo.step, donate_argnums=0)
     started = time.perf_counter()
@@ -88,15 +89,15 @@ def distil(config, dataset, resume: str = "", budget_s: float = 0.0):
             jax.block_until_ready(metrics)
         if i == start:
             first = time.perf_counter() - started
-        if resume and budget_s and i + 1 < config.steps and time.perf_counter() - started > budget_s:
-            leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
-            os.makedirs(os.path.dirname(os.path.abspath(resume)), exist_ok=True)
-            np.savez(resume, done=i + 1, **{f"leaf{j}": leaf for j, leaf in enumerate(leaves)})
+        if checkpoints is not None and budget_s and i + 1 < config.steps and time.perf_counter() - started > budget_s:
+            checkpoints.save(i + 1, state, {"steps": config.steps})
+            checkpoints.close()
             raise SystemExit(f"recover paused after step {i + 1} of {config.steps} (budget {budget_s:.0f} s); "
                              f"state in {resume}: run the same command again to go on")
     loss = float(metrics["loss"])
-    if resume and os.path.exists(resume):
-        os.remove(resume)                          # done: a rerun starts afresh
+    if checkpoints is not None:
+        checkpoints.close()
+        shutil.rmtree(resume, ignore_errors=True)  # done: a rerun starts afresh
     print(f"recover: first step (compiles) {first:.0f} s, {config.steps - start - 1} more in "
           f"{time.perf_counter() - started - first:.0f} s", file=sys.stderr, flush=True)
     if not np.isfinite(loss):
@@ -134,7 +135,7 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
     list); writes ``<out_dir>/<name>.json`` (and ``<name>_<domain>.npz`` with the views if ``dump``). With
     ``views_dir``, the views of an earlier ``--dump`` are validated instead of distilling again (cross-architecture
     validation of the same sets). ``budget_s`` > 0: a recover longer than that pauses into
-    ``<out_dir>/<name>_<domain>_recover.npz`` and the same command goes on from there (:func:`distil`)."""
+    ``<out_dir>/<name>_<domain>_recover/`` and the same command goes on from there (:func:`distil`)."""
     config = load_config(config_path, sets)
     collection = collection_from_config(config)
     e = config.eval
@@ -159,7 +160,7 @@ def run_one(name: str, config_path: str, sets: list[str], eval_models: str, out_
             images, labels = evaluate.random_real_subset(jax.random.PRNGKey(held), dataset.train_images,
                                                          dataset.train_labels, config.ipc, dataset.num_classes)
         else:
-            resume = os.path.join(out_dir, f"{name}_{collection.domains[held]}_recover.npz") if budget_s else ""
+            resume = os.path.join(out_dir, f"{name}_{collection.domains[held]}_recover") if budget_s else ""
             images, labels, loss, state = distil(config, dataset, resume, budget_s)
             evidence = stage_evidence(config, state, labels, test_x, test_y)
             out.setdefault("evidence", {})[collection.domains[held]] = evidence
@@ -237,7 +238,7 @@ def main() -> None:
     parser.add_argument("--dump", action="store_true", help="save each phase's views and labels (.npz)")
     parser.add_argument("--views", default="", help="validate the views an earlier --dump saved in this folder")
     parser.add_argument("--recover_budget", type=float, default=0.0,
-                        help="seconds: pause a longer recover into OUT/NAME_DOMAIN_recover.npz; rerun to go on")
+                        help="seconds: pause a longer recover into OUT/NAME_DOMAIN_recover/; rerun to go on")
     parser.add_argument("--merge", default="", help="comma list of one method's result JSONs to join (no run)")
     args = parser.parse_args()
     if args.merge:
