@@ -49,6 +49,8 @@ flags.DEFINE_integer("mesh_devices", 0, "Also compile over a data mesh of this m
                      "XLA_FLAGS=--xla_force_host_platform_device_count=N) and report the per-device FLOPs and "
                      "memory of the partitioned program and its collective bytes.")
 FLAGS = flags.FLAGS
+#: algorithms whose step takes a per-class real batch (RealPool) rather than expert trajectories
+REAL_BATCH = ("dm", "didd")
 
 
 def _abstract(tree):
@@ -84,7 +86,7 @@ def build(name: str, unroll: bool, mesh=None):
     labels = jnp.repeat(jnp.arange(classes, dtype=jnp.int32), ipc)
     synthetic = algorithms.SyntheticSet(images=jax.ShapeDtypeStruct((classes * ipc,) + shape, jnp.float32),
                                         labels=labels)
-    if algorithm in ("dm", "didd"):
+    if algorithm in REAL_BATCH:
         data = algorithms.RealPool(jax.ShapeDtypeStruct((classes, hp.batch_real) + shape, jnp.float32),
                                    jax.ShapeDtypeStruct((classes,), jnp.int32))
     else:
@@ -106,7 +108,7 @@ def measure(name: str) -> dict:
     cost = jax.jit(step).lower(state, data).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     row = {"case": name, "algorithm": algorithm, "classes": classes, "image": [hw, hw, channels], "ipc": ipc,
-           "convnet_depth": depth, **settings, "remat": FLAGS.remat if algorithm not in ("dm", "didd") else None,
+           "convnet_depth": depth, **settings, "remat": FLAGS.remat if algorithm not in REAL_BATCH else None,
            "dsa": FLAGS.dsa, "flops": float(cost["flops"]) if cost and "flops" in cost else None,
            "lower_s": round(time.perf_counter() - t, 1)}
     leaves = jax.tree.leaves(data)

@@ -13,10 +13,6 @@ CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 SHAPES = {"digits": (8, 8, 1), "fashion_mnist": (28, 28, 1)}
 
 
-def _load(path):
-    return load_module(path)
-
-
 def _variants(path):
     name = os.path.basename(path)[:-3]
     if name.endswith("_fmnist"):
@@ -27,7 +23,7 @@ def _variants(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p))
 def test_config_validates_and_builds(path):
     assert len(CONFIGS) >= 10
-    module = _load(path)
+    module = load_module(path)
     for arg in _variants(path):
         config = module.get_config() if arg is None else module.get_config(arg)
         validate_config(config)

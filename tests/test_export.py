@@ -14,8 +14,8 @@ import ddjax
 from ddjax import data
 from ddjax.errors import ConfigError, DataNotFoundError
 from launch import export, outputs
+from repo_files import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = {"algorithm": "dm", "ipc": 2, "data": {"name": "toy"}}
 
 

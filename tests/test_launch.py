@@ -12,8 +12,7 @@ from ddjax.errors import CheckpointError, ConfigError, DDJaxError, DivergenceErr
 from launch.config import base_config, validate_config
 from launch import outputs
 from launch.run import run
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_files import REPO
 
 
 def tiny_config(**overrides):

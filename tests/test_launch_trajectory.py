@@ -12,8 +12,7 @@ import pytest
 from ddjax.errors import DataNotFoundError
 from launch.config import base_config
 from launch.run import run
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_files import REPO
 
 
 def tiny_trajectory_config(tmp_path, algorithm="satm"):
