@@ -39,7 +39,7 @@ def test_merge_joins_domains_in_collection_order_and_refuses_a_repeat(tmp_path):
 
 def test_erm_and_random_real_rows_make_no_squeeze_model(tmp_path, monkeypatch):
     """The baseline rows validate on real seen-domain images: neither distils nor trains or loads a squeeze
-    model (docs/results.md, "ERM and random real on the styled Fashion-MNIST stand-in")."""
+    model (docs/results.md, "2026-12-07: ERM (whole data) and random real")."""
     import numpy as np
 
     from ddjax import evaluate
