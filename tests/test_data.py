@@ -239,6 +239,49 @@ def test_fashion_mnist_second_load_uses_npz_cache(fashion_fixture, monkeypatch):
     assert np.load(cache)["train_images"].shape == (30, 28, 28, 1)
 
 
+def test_two_runs_preparing_fashion_mnist_at_once_prepare_it_once(tmp_path, monkeypatch):
+    """Two runs started together on a fresh machine: one prepares, the other waits for it and finds it prepared
+    (before the lock both prepared and tfds's final rename failed with FileExistsError in the second)."""
+    import threading
+    import time
+
+    import tensorflow_datasets as tfds
+    running, prepared, errors = [], [], []
+
+    class SlowBuilder:   # stands in for the PNG-encoding tfds builder; records overlapping preparations
+        def __init__(self, *, source_arrays, data_dir, file_format):
+            self.data_dir = tfds.builder("fashion_mnist", data_dir=data_dir).data_dir
+
+        def download_and_prepare(self, download_config):
+            if running:
+                raise FileExistsError(self.data_dir)
+            running.append(1)
+            time.sleep(0.3)
+            os.makedirs(self.data_dir, exist_ok=True)
+            with open(os.path.join(self.data_dir, "dataset_info.json"), "w") as f:
+                f.write("{}")
+            prepared.append(1)
+            running.pop()
+
+    monkeypatch.setattr(tfds_sources, "fashion_mnist_builder_cls", lambda: SlowBuilder)
+    monkeypatch.setattr(tfds_sources, "_fashion_source_paths", lambda source_dir: {"train_images": "idx/train"})
+    monkeypatch.setattr(tfds_sources, "_read_fashion_split",
+                        lambda paths, split: (np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.int64)))
+
+    def prepare():
+        try:
+            tfds_sources.prepare_fashion_mnist(str(tmp_path))
+        except Exception as e:  # noqa: BLE001  (recorded for the assertion below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=prepare) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and prepared == [1]
+
+
 def test_fashion_mnist_missing_sources(tmp_path):
     with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist") as err:
         load_dataset("fashion_mnist", data_dir=str(tmp_path / "data"), source_dir=str(tmp_path))

@@ -17,7 +17,9 @@ files; later loads read only that file. ``tfds.load`` / ``tfds.as_numpy`` are ne
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import gzip
 import logging
@@ -170,11 +172,26 @@ def _is_prepared(builder) -> bool:
     return os.path.isfile(os.path.join(builder.data_dir, "dataset_info.json"))
 
 
+@contextlib.contextmanager
+def _preparation_lock(data_dir: str, name: str):
+    """One process at a time prepares ``name`` in ``data_dir`` (an advisory ``fcntl.flock`` on
+    ``<data_dir>/.<name>.lock``, released when the process dies). tfds renames its temporary folder into place at
+    the end, so the second of two runs started together on a fresh machine failed with ``FileExistsError``."""
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, f".{name}.lock"), "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prepare_fashion_mnist(data_dir: str | os.PathLike | None = None,
                           source_dir: str | os.PathLike | None = None) -> str:
     """Prepare ``fashion_mnist`` as array_record in ``data_dir`` from the IDX files; return the version folder.
 
-    A no-op when it is already prepared there. ~10-15 s on 2 CPU cores (PNG encoding); 42 MB on disk.
+    A no-op when it is already prepared there. ~10-15 s on 2 CPU cores (PNG encoding); 42 MB on disk. Processes
+    preparing the same ``data_dir`` at once take turns (:func:`_preparation_lock`); the later ones find it prepared.
     """
     import tensorflow_datasets as tfds
 
@@ -184,10 +201,12 @@ def prepare_fashion_mnist(data_dir: str | os.PathLike | None = None,
         return official.data_dir
     paths = _fashion_source_paths(source_dir)
     arrays = {split: _read_fashion_split(paths, split) for split in _SPLITS}  # validated before tfds starts
-    os.makedirs(data_dir, exist_ok=True)
-    builder = fashion_mnist_builder_cls()(source_arrays=arrays, data_dir=data_dir, file_format="array_record")
-    log.info("preparing fashion_mnist from %s into %s", os.path.dirname(paths["train_images"]), data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    with _preparation_lock(data_dir, "fashion_mnist"):
+        if _is_prepared(official):   # another process prepared it while this one waited
+            return official.data_dir
+        builder = fashion_mnist_builder_cls()(source_arrays=arrays, data_dir=data_dir, file_format="array_record")
+        log.info("preparing fashion_mnist from %s into %s", os.path.dirname(paths["train_images"]), data_dir)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return builder.data_dir
 
 
