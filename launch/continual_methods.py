@@ -76,7 +76,8 @@ def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: f
 
     A DIDD mode sets ``config.didd.mode`` (and, for a pixel-space baseline, its λ from :data:`PENALTY_WEIGHTS`).
     A plan method switches ``config.algorithm`` and ``config.domains.plan`` and adds the algorithm's default section;
-    M3D takes DIDD's real batch and image learning rate (``lr_img_other`` when given, else ``config.didd.lr_img``);
+    M3D takes DIDD's real batch, multi-formation factor and image learning rate (``lr_img_other`` when given, else
+    ``config.didd.lr_img``);
     DC/DSA keep their reference values. ``whole_data`` sets plan ``whole`` and ``config.eval.epochs`` to
     ``whole_data_epochs`` (the other evaluation settings stay the config's); ``config.steps`` then only numbers
     the phases.
@@ -97,8 +98,9 @@ def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: f
     config.algorithm = name
     config[name] = algorithms.default_config(name)
     config.domains.plan = plan
-    if name == "m3d":  # M3D is DIDD's base: same real batch and image learning rate
+    if name == "m3d":  # M3D is DIDD's base: same real batch, image learning rate and multi-formation factor
         config.m3d.batch_real = config.didd.batch_real
+        config.m3d.factor = int(config.didd.factor)
         config.m3d.lr_img = float(lr_img_other if lr_img_other is not None else config.didd.lr_img)
     if name in ("dc", "dsa") and config.ipc not in gradient_matching.DC_LOOPS:
         # DC's schedule is given for IPC 1, 10, 20, ...; other IPCs take IPC 10's (10 rounds, 50 network epochs).
