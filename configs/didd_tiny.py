@@ -3,7 +3,8 @@
 python -m launch.main --config=configs/didd_tiny.py --workdir=/tmp/didd_tiny
 python -m launch.main --config=configs/didd_tiny.py:method=finetune,seed=1 --workdir=/tmp/didd_tiny_ft1
 method: bilevel (the proposed update, default) | finetune | stable | linear | lwf | ewc | mas | lf (config.didd.mode)
-        | joint_m3d | gather_m3d | joint_dsa | gather_dsa | joint_dc | gather_dc (launch.continual_methods).
+        | joint_m3d | gather_m3d | joint_dsa | gather_dsa | joint_dc | gather_dc | whole_data
+        (launch.continual_methods).
 Scale (docs/results.md, "DIDD"): 5 domains 20 degrees apart (0..80; R-MNIST's 20 domains span 0..171, and an 8x8
 digit rotated further loses too much to its corners), IPC 5 WITHOUT multi-formation (factor 1: on 8x8 images a
 factor-2 crop is 4x4 pixels, and with it DIDD/Finetune reached 0.35-0.60 per domain where M3D's Joint reached

@@ -2,7 +2,8 @@
 
 python -m launch.main --config=configs/m3d_fmnist.py:10     # the argument is the IPC: 1, 10 or 50
 M3D's code is not public; DIDD (which builds on it) sets the image learning rate to the IPC "following M3D" and uses
-128 real images per class, which is what this config does. Steps, evaluation and model are DM's reference values
+128 real images per class, which is what this config does; M3D's Factor & Up-sampling (factor 2, config.m3d.factor)
+is the default. Steps, evaluation and model are DM's reference values
 (20,000 steps, ConvNet-3 w128, 5 seeds x 1,000 epochs) so DM and M3D compare at one scale. On 2 CPU cores reduce
 with e.g. --config.steps=200 --config.eval.epochs=300 (docs/results.md says which scale each number used).
 Needs the Fashion-MNIST IDX files: apt-get install dataset-fashion-mnist (or --config.data.source_dir=DIR).

@@ -21,6 +21,9 @@ def get_config():
     # these 8x8 digits (measured grad norms 0.29 vs 0.018 at step 1): lr 1 moves the images about as far per step
     # as DM's lr 10 in configs/dm_tiny.py (docs/results.md has the lr check).
     config.m3d.lr_img = 1.0
+    # No Factor & Up-sampling on 8x8 digits: 4x4 cells carry too little (configs/idm_tiny.py: IDM with factor 2
+    # stood at 0.704 vs DM's 0.933); configs/m3d_fmnist.py keeps M3D's factor 2.
+    config.m3d.factor = 1
     # Digits are not mirror-symmetric: the DSA authors drop 'flip' for MNIST/SVHN (their README).
     config.dsa_strategy = "color_crop_cutout_scale_rotate"
     config.eval.dsa_strategy = "color_crop_cutout_scale_rotate"

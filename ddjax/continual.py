@@ -17,7 +17,7 @@ from ddjax.errors import ConfigError, check_choice
 __all__ = ["PLAN_NAMES", "Phase", "make_plan", "average_accuracy", "average_forgetting", "accuracy_curve",
            "segment_accuracy"]
 
-PLAN_NAMES = ("stream", "joint", "gather", "leave_one_out")
+PLAN_NAMES = ("stream", "joint", "gather", "leave_one_out", "whole")
 
 
 class Phase(NamedTuple):
@@ -28,12 +28,15 @@ class Phase(NamedTuple):
     fresh: start from a new synthetic set and algorithm state made from this phase's data (else keep the state,
       then call the algorithm's ``boundary`` hook).
     eval_sets: phases whose final sets, concatenated in this order, are what is evaluated (gather: every phase
-      so far; otherwise this phase alone).
+      so far; otherwise this phase alone; empty for a ``real`` phase).
+    real: nothing is distilled: the evaluation networks train on the real train split of ``train`` (the "whole
+      data" baseline). Its storage budget is those images, not a synthetic set.
     """
     train: tuple[int, ...]
     evaluate: tuple[int, ...]
     fresh: bool
     eval_sets: tuple[int, ...]
+    real: bool = False
 
 
 def make_plan(name: str, num_domains: int) -> tuple[Phase, ...]:
@@ -45,6 +48,9 @@ def make_plan(name: str, num_domains: int) -> tuple[Phase, ...]:
       scored on every domain (DIDD's Distill-Gather).
     * ``leave_one_out``: phase k distils a new set from every domain but ``D_k`` and is scored on ``D_k`` only
       (domain generalisation, DomainBed's protocol).
+    * ``whole``: nothing is distilled; phase k trains the evaluation networks on the real train splits of
+      ``D_0 ∪ … ∪ D_k`` and scores them on every domain (DIDD's "Whole data" row, budget Σ_t |D_t|; its last row
+      is the paper's number, a model trained on every domain's data).
 
     Raises ConfigError for an unknown plan or fewer than 2 domains (a stream of one domain is a plain run).
     """
@@ -60,6 +66,8 @@ def make_plan(name: str, num_domains: int) -> tuple[Phase, ...]:
         return tuple(Phase(tuple(range(k + 1)), every, True, (k,)) for k in range(t))
     if name == "gather":
         return tuple(Phase((k,), every, True, tuple(range(k + 1))) for k in range(t))
+    if name == "whole":
+        return tuple(Phase(tuple(range(k + 1)), every, True, (), real=True) for k in range(t))
     return tuple(Phase(tuple(i for i in every if i != k), (k,), True, (k,)) for k in range(t))
 
 

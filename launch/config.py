@@ -58,7 +58,7 @@ def base_config(algorithm: str = "dm") -> ml_collections.ConfigDict:
         split_seed=0,               # folder: DomainBed's trial seed of the per-domain 8:2 split
         train_per_domain=0,         # styled: class-balanced train images kept per domain (0: the whole split)
         test_per_class=0,           # > 0: evaluate on the first n test images of each class per domain (0: all)
-        plan="stream",              # stream | joint | gather | leave_one_out (launch.staged); steps = per phase
+        plan="stream",              # stream | joint | gather | leave_one_out | whole (launch.staged); steps = per phase
     ))
     c.model = ml_collections.ConfigDict(dict(name="convnet", width=128, depth=3, norm="instance", pooling="avg"))
 

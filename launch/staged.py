@@ -20,12 +20,17 @@ uninterrupted run (tested bit for bit). Per phase:
    after the restored step, as in :mod:`launch.run`).
 
 ``results.json`` is built from the phase records in ``metrics.jsonl`` (so it is whole after any resume):
-stream/joint/gather: ``accuracy_matrix`` (row k−1 = after phase k, column t−1 = domain t, seed means), ``A_T``
+stream/joint/gather/whole: ``accuracy_matrix`` (row k−1 = after phase k, column t−1 = domain t, seed means), ``A_T``
 (eq. 18), ``F_T`` (eq. 19), plus ``accuracy_matrix_std``, ``accuracy_matrix_per_seed``, ``A_curve`` (Aᵗ, Fig. 5),
 ``A_T_std``/``F_T_std``/``A_T_per_seed``/``F_T_per_seed`` (the metrics of each seed's matrix);
 leave_one_out: ``leave_one_out`` (held-out domain → ``{"mean", "std", "per_seed"}``) and ``leave_one_out_mean``.
 Pictures: ``accuracy_matrix.png`` (heat map), ``accuracy_curve.png`` (Aᵗ), ``images/phase_<k>.png``, ``curves.png``.
 Not in a staged run: ``eval.every`` (evaluations happen at phase ends) and the random-real baseline.
+
+A ``real`` phase (plan ``whole``, DIDD's "Whole data" row) distils nothing: no step runs and no set is saved; the
+networks train on the real train splits of its domains (``eval_set_size`` = their number) and the checkpoint at its
+end holds the untouched initial state, so the phase still follows from the step and a resume skips finished phases.
+No ``synthetic.npz`` is written for such a run.
 """
 from __future__ import annotations
 
@@ -97,10 +102,12 @@ class _Phases:
         self.step_fn = jax.jit(algo.step, donate_argnums=0)
 
     def data(self, k: int):
-        """``(Dataset, step data)`` of phase ``k``'s training domains."""
+        """``(Dataset, real pool, step data)`` of phase ``k``'s training domains (no step data for a real phase)."""
         dataset = self.collection.load_many(self.plan[k].train)
         real = replicate(algorithms.make_real_pool(dataset.train_images, dataset.train_labels,
                                                    dataset.num_classes), self.mesh)
+        if self.plan[k].real:   # nothing is distilled: Entry.prepare (teachers, experts, ...) is not needed
+            return dataset, real, None
         step_data = algorithms.prepare_data(_phase_config(self.config, dataset.name), dataset, real, mesh=self.mesh,
                                             stream=self.stream)
         return dataset, real, replicate(step_data, self.mesh)
@@ -115,9 +122,15 @@ class _Phases:
         _same_structure(previous, state, k, self.config.algorithm)
         return replicate(jax.tree.map(jnp.copy, state), self.mesh)
 
-    def finish(self, k: int, state, end_step: int) -> None:
-        """Phase ``k``'s end: its set on disk, its picture, its evaluation record, then its checkpoint."""
+    def finish(self, k: int, state, end_step: int, dataset) -> None:
+        """Phase ``k``'s end: its set on disk, its picture, its evaluation record, then its checkpoint. A real
+        phase evaluates ``dataset``'s real train split instead and saves no set."""
         c, phase = self.config, self.plan[k]
+        if phase.real:
+            self._evaluate(k, end_step, dataset.train_images, dataset.train_labels, None, {})
+            self.progress.update(end_step)
+            self.checkpointer.save(end_step, state, {"step": end_step, "seconds": self.elapsed(), "phase": k})
+            return
         view = algorithms.eval_view(state, c)
         images, labels = np.asarray(view["images"]), np.asarray(view["labels"])
         folder = os.path.join(self.workdir, "phases", str(k))
@@ -136,19 +149,25 @@ class _Phases:
             outputs.save_npz_atomic(os.path.join(folder, "summary.npz"), **summary)
         eval_images, eval_labels = self.eval_set(k)
         lr = view.get("lr") if len(phase.eval_sets) == 1 else None   # one learned lr per set: only for one set
-        variables = train_eval_networks(jax.random.fold_in(self.keys[2], end_step), c, self.model, eval_images,
-                                        eval_labels, self.collection.num_classes, lr=lr)
+        self._evaluate(k, end_step, eval_images, eval_labels, lr, summary)
+        self.checkpointer.save(end_step, state, {"step": end_step, "seconds": self.elapsed(), "phase": k})
+
+    def _evaluate(self, k: int, end_step: int, images, labels, lr, summary: dict) -> None:
+        """Train the K evaluation networks once on ``(images, labels)``, score them on phase ``k``'s test domains,
+        write the phase record."""
+        phase = self.plan[k]
+        variables = train_eval_networks(jax.random.fold_in(self.keys[2], end_step), self.config, self.model, images,
+                                        labels, self.collection.num_classes, lr=lr)
         per_seed = [evaluate.accuracy(self.model, variables, *self.collection.load_test(t)).tolist()
                     for t in phase.evaluate]
         means = [float(np.mean(a)) for a in per_seed]
         self.writer.write(step=end_step, phase=k, train_domains=[self.collection.domains[t] for t in phase.train],
                           eval_domains=[self.collection.domains[t] for t in phase.evaluate], **{PHASE_RECORD: means},
                           phase_accuracy_std=[float(np.std(a)) for a in per_seed], phase_accuracy_per_seed=per_seed,
-                          eval_set_size=int(len(eval_labels)),
+                          eval_set_size=int(len(labels)),
                           **{name: float(v) for name, v in summary.items() if v.size == 1})
         self.progress.write(f"phase {k + 1}/{len(self.plan)} (step {end_step}): mean accuracy {np.mean(means):.4f} on "
                             f"{len(means)} domain(s)")
-        self.checkpointer.save(end_step, state, {"step": end_step, "seconds": self.elapsed(), "phase": k})
 
     def eval_set(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The images and labels phase ``k`` evaluates: its ``eval_sets`` phases' final sets, concatenated."""
@@ -223,12 +242,13 @@ def run_staged(config: ml_collections.ConfigDict, workdir: str, stream: TextIO |
                          checkpointer, elapsed, keys)
         for k in range(min(start // steps, len(plan)), len(plan)):
             first, last = k * steps + 1, (k + 1) * steps
-            _, real, step_data = phases.data(k)
+            dataset, real, step_data = phases.data(k)
             if start < first:   # the phase starts here (a restored state is the previous phase's end)
                 state = phases.start_state(k, state, real)
-            state = train_steps(state, phases.step_fn, step_data, max(first, start + 1), last, config=config,
-                                writer=writer, progress=progress, checkpointer=checkpointer, elapsed=elapsed)
-            phases.finish(k, state, last)
+            if not plan[k].real:
+                state = train_steps(state, phases.step_fn, step_data, max(first, start + 1), last, config=config,
+                                    writer=writer, progress=progress, checkpointer=checkpointer, elapsed=elapsed)
+            phases.finish(k, state, last, dataset)
         progress.close()
         writer.close()
         return _results(config, config_dict, workdir, collection, plan, total, elapsed(), started)
@@ -265,7 +285,7 @@ def _results(config, config_dict, workdir, collection, plan, total, seconds, sta
         "normalization": collection.statistics,
     }
     last = records[len(plan) - 1]
-    final = _final_set(workdir, plan[-1].eval_sets)
+    final = None if plan[-1].real else _final_set(workdir, plan[-1].eval_sets)
     if config.domains.plan == "leave_one_out":
         held_out = {records[k]["eval_domains"][0]: evaluate.EvalResult.from_accuracies(
             records[k]["phase_accuracy_per_seed"][0]).to_dict() for k in range(len(plan))}
@@ -292,7 +312,8 @@ def _results(config, config_dict, workdir, collection, plan, total, seconds, sta
     result["synthetic_size"] = int(last["eval_set_size"])
     result["seconds"] = seconds
     result["wall_seconds_this_invocation"] = time.perf_counter() - started
-    outputs.save_npz_atomic(os.path.join(workdir, "synthetic.npz"), **final)
+    if final is not None:   # a whole-data run has no set
+        outputs.save_npz_atomic(os.path.join(workdir, "synthetic.npz"), **final)
     outputs.save_curves(os.path.join(workdir, "curves.png"), history, title=f"{config.algorithm} on {collection.name}")
     outputs.write_json_atomic(os.path.join(workdir, "results.json"), result)
     return result

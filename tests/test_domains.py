@@ -222,6 +222,11 @@ def test_plans():
     assert [p.train for p in loo] == [(1, 2), (0, 2), (0, 1)] and [p.evaluate for p in loo] == [(0,), (1,), (2,)]
     for p in loo:
         assert not set(p.train) & set(p.evaluate)                          # never trains on the held-out domain
+    w = continual.make_plan("whole", 3)
+    assert [p.train for p in w] == [(0,), (0, 1), (0, 1, 2)] and all(p.real and p.fresh for p in w)
+    assert all(p.evaluate == (0, 1, 2) and p.eval_sets == () for p in w)
+    assert not any(p.real for name in ("stream", "joint", "gather", "leave_one_out")
+                   for p in continual.make_plan(name, 3))
     with pytest.raises(ConfigError, match="plan 'stream' needs at least 2 domains, got 1"):
         continual.make_plan("stream", 1)
 

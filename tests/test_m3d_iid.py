@@ -25,6 +25,8 @@ def _config(name, ipc=IPC, strategy="none", batch_real=8, lr_img=1.0, **hp):
     c[name] = algorithms.default_config(name)
     c[name].batch_real = batch_real
     c[name].lr_img = lr_img
+    if name == "m3d":
+        c.m3d.factor = 1   # plain images here; test_m3d_factor_2_matches_plain_m3d_on_the_decoded_set checks 2
     for key, value in hp.items():
         c[name][key] = value
     if name == "iid":
@@ -127,6 +129,38 @@ def test_m3d_gradient_matches_finite_differences():
     syn = algorithms.init_synthetic(jax.random.PRNGKey(1), pool, IPC)
     state = algo.init(jax.random.PRNGKey(2), syn)
     assert_step_gradient_matches_fd(jax.jit(algo.step), state, data, rtol=3e-2)
+
+
+def test_m3d_factor_2_is_plain_m3d_on_the_decoded_set_and_starts_from_downscaled_real_mosaics():
+    """M3D's Factor & Up-sampling: past step 0, the loss of M3D with factor 2 is plain M3D's on the 4·IPC decoded
+    images per class (same network, real batch and keys); at step 0 every cell of a stored image is one real image
+    of its class downscaled by 1/2 (the block mean), as IDM's init."""
+    images, labels, pool = _pool()
+    model = _model()
+    tiny_lr = 1e-9   # the step-0 image update leaves the initialised mosaics as they are
+    factor2 = m3d.make(_config("m3d", factor=2, lr_img=tiny_lr), model, K, SHAPE)
+    plain = m3d.make(_config("m3d", ipc=4 * IPC), model, K, SHAPE)
+    syn = algorithms.init_synthetic(jax.random.PRNGKey(1), pool, IPC)
+    state = factor2.init(jax.random.PRNGKey(2), syn)
+    assert state.synthetic.images.shape == (K * 4 * IPC,) + SHAPE
+    np.testing.assert_array_equal(state.synthetic.labels, np.repeat(np.arange(K), 4 * IPC))
+    later = state.replace(step=jnp.ones((), jnp.int32))
+    same_set = algorithms.SyntheticSet(images=later.synthetic.images, labels=later.synthetic.labels)
+    plain_state = plain.init(jax.random.PRNGKey(2), same_set).replace(step=jnp.ones((), jnp.int32))
+    _, m_factor2 = jax.jit(factor2.step)(later, pool)
+    _, m_plain = jax.jit(plain.step)(plain_state, pool)
+    np.testing.assert_allclose(m_factor2["loss"], m_plain["loss"], rtol=1e-5)
+
+    first, _ = jax.jit(factor2.step)(state, pool)
+    stored = np.asarray(first.synthetic.extras["stored"])                     # (K·IPC, 8, 8, 1)
+    downscaled = images.reshape(-1, 4, 2, 4, 2, 1).mean(axis=(2, 4))           # every real image's 4x4 block mean
+    for index, image in enumerate(stored):
+        c = index // IPC
+        for i in range(2):
+            for j in range(2):
+                cell = image[4 * i:4 * i + 4, 4 * j:4 * j + 4]
+                distance = np.abs(downscaled - cell).max(axis=(1, 2, 3))
+                assert distance.min() < 1e-5 and labels[distance.argmin()] == c, (index, i, j)
 
 
 def test_iid_at_ipc_1_equals_its_base():

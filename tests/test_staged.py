@@ -4,14 +4,17 @@ import json
 import os
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddjax import algorithms, continual
+from ddjax import algorithms, continual, evaluate
 from ddjax.errors import CheckpointError
 from fast_compile import fast_compile  # noqa: F401  (fixture)
-from launch.run import run
+from launch.domains import collection_from_config
+from launch.run import build_eval_model, run
+from launch.staged import train_eval_networks
 from test_launch import tiny_config
 
 STEPS = 2   # per phase; 3 phases -> global steps 1..6, phase ends at 2, 4, 6
@@ -149,6 +152,42 @@ def test_gather_evaluates_the_union_and_leave_one_out_never_trains_on_the_held_o
         assert len(r["per_seed"]) == 2 and r["mean"] == pytest.approx(np.mean(r["per_seed"]))
     assert loo["leave_one_out_mean"] == pytest.approx(np.mean([r["mean"] for r in loo["leave_one_out"].values()]))
     assert "accuracy_matrix" not in loo
+
+
+def test_whole_plan_trains_on_the_real_union_of_seen_domains_distils_nothing_and_resumes(tmp_path):
+    """DIDD's "Whole data" row: phase k's networks are exactly those trained on the real train splits of domains
+    0..k (recomputed here with the same key), no distillation step runs, no set is saved; a resume after phase 0
+    ends with the same matrix."""
+    config = stream_config("whole", **{"domains.num_domains": 2, "eval.num_seeds": 1, "eval.epochs": 1})
+    workdir = str(tmp_path / "whole")
+    results = run(config, workdir)
+    records = _records(workdir)
+    assert not [r for r in records if "loss" in r]                        # no distillation step ran
+    collection = collection_from_config(config)
+    seen = [collection.load_many(tuple(range(k + 1))) for k in (0, 1)]
+    rows = [r for r in records if "phase_accuracy" in r]
+    assert [r["train_domains"] for r in rows] == [["rot0"], ["rot0", "rot30"]]
+    assert [r["eval_set_size"] for r in rows] == [len(d.train_labels) for d in seen]
+    assert len(seen[1].train_labels) == 2 * len(seen[0].train_labels)    # the union, not the last domain alone
+    assert results["synthetic_size"] == len(seen[1].train_labels) and results["plan"] == "whole"
+    model = build_eval_model(config, collection.num_classes)
+    key = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
+    for k, dataset in enumerate(seen):
+        variables = train_eval_networks(jax.random.fold_in(key, (k + 1) * STEPS), config, model,
+                                        dataset.train_images, dataset.train_labels, collection.num_classes)
+        expected = [evaluate.accuracy(model, variables, *collection.load_test(t)).tolist() for t in (0, 1)]
+        assert results["accuracy_matrix_per_seed"][k] == expected
+    assert not os.path.exists(os.path.join(workdir, "synthetic.npz"))
+    assert not os.path.exists(os.path.join(workdir, "phases"))
+    assert os.path.exists(os.path.join(workdir, "accuracy_matrix.png"))
+
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(workdir, resumed)
+    shutil.rmtree(os.path.join(resumed, "checkpoints", str(2 * STEPS)))
+    os.remove(os.path.join(resumed, "results.json"))
+    again = run(config, resumed)
+    assert again["accuracy_matrix_per_seed"] == results["accuracy_matrix_per_seed"]
+    assert [r["phase"] for r in _records(resumed) if "phase_accuracy" in r] == [0, 1]   # phase 0 not redone
 
 
 def test_a_boundary_that_changes_the_state_structure_is_one_line(tmp_path, monkeypatch):
