@@ -33,8 +33,8 @@ METHODS = didd.MODES + PLAN_METHODS + (WHOLE_DATA,)
 # Whole-data row"): 1 epoch A^T 0.858, 2 epochs 0.872. didd_tiny (1,438 images a domain) passes 100, didd_pacs 40.
 WHOLE_DATA_EPOCHS = 2
 
-__all__ = ["METHODS", "PLAN_METHODS", "WHOLE_DATA", "WHOLE_DATA_EPOCHS", "PENALTY_WEIGHTS", "parse_options", "paper_settings", "apply_method",
-           "save_summary_images"]
+__all__ = ["METHODS", "PLAN_METHODS", "WHOLE_DATA", "WHOLE_DATA_EPOCHS", "PENALTY_WEIGHTS", "parse_options",
+           "paper_settings", "apply_method", "save_summary_images"]
 
 
 def parse_options(arg: str, **defaults) -> dict:
@@ -78,8 +78,7 @@ def apply_method(config: ml_collections.ConfigDict, method: str, lr_img_other: f
     A DIDD mode sets ``config.didd.mode`` (and, for a pixel-space baseline, its λ from :data:`PENALTY_WEIGHTS`).
     A plan method switches ``config.algorithm`` and ``config.domains.plan`` and adds the algorithm's default section;
     M3D takes DIDD's real batch, multi-formation factor and image learning rate (``lr_img_other`` when given, else
-    ``config.didd.lr_img``);
-    DC/DSA keep their reference values. ``whole_data`` sets plan ``whole`` and ``config.eval.epochs`` to
+    ``config.didd.lr_img``); DC/DSA keep their reference values. ``whole_data`` sets plan ``whole`` and ``config.eval.epochs`` to
     ``whole_data_epochs`` (the other evaluation settings stay the config's); ``config.steps`` then only numbers
     the phases.
     """

@@ -40,7 +40,7 @@ from ddjax.algorithms.base import Algorithm
 from ddjax.algorithms.distribution_family import distribution_matching, mmd_term
 from ddjax.algorithms.gradient_matching import multi_formation
 from ddjax.algorithms.idm import partitioned_real
-from ddjax.errors import ConfigError
+from ddjax.models.convnet import check_positive
 
 __all__ = ["default_config", "make"]
 
@@ -56,12 +56,9 @@ def make(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int,
          image_shape: tuple[int, int, int], mesh: Mesh | None = None) -> Algorithm:
     """Build M3D's ``(init, step)``; reads ``config.m3d``, ``config.dsa_strategy`` and ``config.ipc``."""
     hp = config.m3d
-    factor = hp.get("factor", 1)
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ConfigError(f"m3d.factor must be an int >= 1 (1: plain images, 2: M3D's factor-2 decoding), "
-                          f"got {factor!r}")
+    check_positive("m3d.factor", hp.factor)   # the upper bound (the image side) is distribution_matching's check
     return distribution_matching(config, hp, "m3d", model, num_classes, image_shape, mesh,
-                                 terms=(mmd_term(hp, "m3d", config.ipc * factor ** 2),),
+                                 terms=(mmd_term(hp, "m3d", config.ipc * hp.factor ** 2),),
                                  sampler=samplers.from_config(hp.real_batch, hp.batch_real),
-                                 images=multi_formation(config.ipc, factor) if factor > 1 else None,
-                                 initial=partitioned_real(config.ipc, factor) if factor > 1 else None)
+                                 images=multi_formation(config.ipc, hp.factor),   # factor 1: the plain images
+                                 initial=partitioned_real(config.ipc, hp.factor) if hp.factor > 1 else None)
