@@ -10,7 +10,8 @@ Meshes (:func:`make_mesh`, built with ``jax.make_mesh`` over all devices of the 
 - ``seeds``: the evaluator's mesh (:func:`seed_mesh`): the K independently trained networks of an evaluation (and
   MTT's experts, IID's teachers, which are trained by the same function) are split over the devices with
   :func:`map_over_seeds`; each device trains its own seeds, no communication. It uses the fewest devices that
-  give the same wall time (:func:`seed_devices`), so idle devices do not train padding.
+  give the same wall time (:func:`seed_devices`), so idle devices do not train padding. Over several processes
+  each process trains a contiguous block of the seeds (:func:`process_block`) and the results are all-gathered.
 
 The policy, the same for every family and both axes: an axis of size ``B`` split over ``n`` devices gives each
 device ``ceil(B / n)`` rows; when ``n`` does not divide ``B`` the surplus rows are padding whose results are
@@ -121,12 +122,13 @@ def map_over_seeds(fn: Callable[..., Any], mesh: Mesh | None, per_seed: tuple, s
     seeds, no communication; ``shared`` is replicated). ``fn`` must treat seeds independently (a vmap/map over
     them) and return arrays with the seed axis first; ``static`` are hashable keyword arguments (the compiled
     program is cached per ``fn``, devices and ``static``). K not divisible by the devices used: padded with copies
-    of the last seed, their results dropped. Only the mesh's devices of this process are used. Without a mesh,
-    with one device or one seed: ``fn`` called as is.
+    of the last seed, their results dropped. A mesh over several processes (a multi-process run's global mesh):
+    each process trains its own block of seeds on its own devices and every process gets all K results
+    (:func:`_across_processes`). Without a mesh, with one device or one seed: ``fn`` called as is.
     """
     k = int(jax.tree.leaves(per_seed)[0].shape[0])
-    # This process's devices only: in a multi-process run every process trains the same seeds (the results stay
-    # host-readable; no cross-host traffic).
+    if mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1:
+        return _across_processes(fn, mesh, per_seed, shared, k, static)
     local = [] if mesh is None else [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
     m = seed_devices(k, len(local)) if local else 1
     if m == 1:
@@ -145,6 +147,36 @@ def map_over_seeds(fn: Callable[..., Any], mesh: Mesh | None, per_seed: tuple, s
     shared = replicate(tuple(shared), mesh)
     program = _seed_program(fn, mesh, len(per_seed), len(shared), k, tuple(sorted(static.items())))
     return program(*per_seed, *shared)
+
+
+def process_block(num_seeds: int, num_processes: int, process: int) -> np.ndarray:
+    """The seed indices process ``process`` of ``num_processes`` trains: the contiguous block
+    ``[process·L, (process+1)·L)`` with ``L = ceil(num_seeds / num_processes)``, indices past the last seed replaced
+    by the last seed (padding, so every process runs the same program shape; its results are dropped)."""
+    load = math.ceil(num_seeds / num_processes)
+    return np.minimum(np.arange(process * load, (process + 1) * load), num_seeds - 1)
+
+
+def _across_processes(fn: Callable[..., Any], mesh: Mesh, per_seed: tuple, shared: tuple, num_seeds: int,
+                      static: dict) -> Any:
+    """:func:`map_over_seeds` on a mesh whose devices belong to several processes: process ``p`` trains the seeds
+    :func:`process_block` gives it on its own devices of ``mesh`` (the one-process rule, no communication while
+    training), then the results are all-gathered (``multihost_utils.process_allgather``, tiled in process order)
+    and the padding dropped, so every process holds all K results, each seed's exactly as one device trains it.
+    Every process of the job must call it (the run's global mesh spans them all)."""
+    from jax.experimental import multihost_utils
+
+    processes = sorted({d.process_index for d in mesh.devices.flat})
+    if processes != list(range(jax.process_count())):
+        raise ConfigError(f"the evaluation mesh spans processes {processes} of {jax.process_count()}; give it "
+                          "devices of every process (the run's global mesh: ddjax.sharding.make_mesh()) or of "
+                          "this process only")
+    block = process_block(num_seeds, len(processes), jax.process_index())
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    mine = map_over_seeds(fn, make_mesh(local, SEEDS_AXIS), tuple(jax.tree.map(lambda x: x[block], per_seed)),
+                          shared, **static)
+    gathered = multihost_utils.process_allgather(mine, tiled=True)   # (P · L, ...) in process order
+    return jax.tree.map(lambda x: jnp.asarray(x[:num_seeds]), gathered)
 
 
 @functools.lru_cache(maxsize=64)

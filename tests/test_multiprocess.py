@@ -7,6 +7,8 @@ this process.
   both commands must resume from it and end with the 1-process run's synthetic set (within 1e-5). The final
   2-process checkpoint is then restored in this process onto one device and onto 8 devices (resharding).
 * SATM: a 2-process run (experts made here first, shared through ``pretrained_dir``) ends with the 1-process set.
+* Evaluation seeds over the global mesh (``tests/mp_seeds_worker.py``): each process trains its own block of seeds
+  and both end with the networks one device trains.
 
 Every subprocess shares one persistent compilation cache (``JAX_COMPILATION_CACHE_DIR``), so the resumed run
 loads the killed run's executables instead of compiling again. The runs distil only (``eval.num_seeds=0``).
@@ -180,3 +182,32 @@ def test_satm_two_processes_equal_one_process(tmp_path, cache):
     np.testing.assert_allclose(images(tmp_path / "mp"), images(tmp_path / "ref"), atol=1e-5, rtol=0)
     lr = [float(np.load(os.path.join(d, "synthetic.npz"))["lr"]) for d in (tmp_path / "mp", tmp_path / "ref")]
     assert lr[0] == pytest.approx(lr[1], abs=1e-7)
+
+
+def test_evaluation_seeds_split_over_two_processes(tmp_path):
+    """Issue 15: K = 8 seeds over 2 processes × 4 devices train one seed a device (each process traces its program
+    with 1 seed per device, not 2 as when every process trained all 8 on its own 4 devices); K = 3 pads process
+    1's block; both processes return all K results, equal to one device's (``map_over_seeds`` and the evaluator's
+    ``train_networks``)."""
+    from test_evaluate import make_data
+
+    from ddjax import evaluate
+    from ddjax.models import ConvNet
+    x, y = make_data(24, 1)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    port = free_port()
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.environ.get("DDJAX_SUITE_CACHE", str(tmp_path / "c"))}
+    procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "mp_seeds_worker.py"),
+                               f"127.0.0.1:{port}", str(i), str(tmp_path / "data.npz"), str(tmp_path / "out")],
+                              cwd=REPO, env=env, stdout=open(tmp_path / f"log.{i}", "w"), stderr=subprocess.STDOUT)
+             for i in range(2)]
+    wait_ok(procs, str(tmp_path / "log"))
+    one = evaluate.train_networks(jax.random.split(jax.random.key(5), 3), ConvNet(4, width=8, depth=2), x, y,
+                                  num_seeds=3, epochs=4, batch_size=16)
+    for i in range(2):
+        out = np.load(tmp_path / f"out.{i}.npz")
+        assert out["traced"].tolist() == [1, 1]   # K = 8: 4 seeds a process, 1 a device; K = 3: 2, 1 a device
+        for k in (8, 3):
+            np.testing.assert_array_equal(out[f"double_{k}"], 2 * np.arange(k * 2.0).reshape(k, 2) + 1)
+        for j, leaf in enumerate(jax.tree.leaves(one)):
+            np.testing.assert_allclose(out[f"trained_{j}"], np.asarray(leaf), rtol=1e-5, atol=1e-5)
