@@ -1,11 +1,18 @@
-"""Test set-up: 8 simulated CPU devices (must be set before jax is imported), no launcher cache beside the tmp
-workdirs, and one persistent compilation cache for this run of the suite, shared by its xdist workers."""
+"""Test set-up: 8 simulated CPU devices and XLA's fast-compile mode (set before jax is imported), no launcher cache
+beside the tmp workdirs, and one persistent compilation cache for this run of the suite, shared by its xdist
+workers."""
 import os
 import shutil
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA without most of its optimisation work in every test process (jax's `jax_disable_most_optimizations`; the
+# environment variable reaches the subprocess runs too): LLVM's backend optimisation off and its expensive passes
+# skipped. The suite is mostly compile time and that is most of it (2026-12-07: tests/test_models.py 139 -> 42 s
+# of CPU, test_evaluate + test_dm 116 -> 56 s); the program and its IEEE arithmetic are the same, only the machine
+# code is slower, which the suite's tiny programs do not feel. Speed is measured in benchmarks/, not here.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # No launcher cache beside each run's tmp workdir (launch.compile_cache's "auto"); subprocess runs inherit this.
 os.environ.setdefault("DDJAX_CACHE", "off")
 

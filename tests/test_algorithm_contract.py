@@ -127,16 +127,6 @@ def tiny_problem(name: str):
     return algo, state, pool if make_data is None else make_data(config, pool, model)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-    """Compiling dominates here and the contract does not depend on XLA's optimisations (flax's
-    ``examples/imagenet/train_test.py`` does the same)."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
 def _signature(tree) -> tuple:
     return jax.tree.structure(tree), [(x.shape, x.dtype) for x in jax.tree.leaves(tree)]
 

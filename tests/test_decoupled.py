@@ -11,9 +11,6 @@ from ddjax import algorithms, models, relabel, squeeze
 from ddjax.algorithms import decoupled, dtl
 from ddjax.errors import CheckpointError, ConfigError, DataNotFoundError
 from launch.config import base_config
-from fast_compile import fast_compile  # noqa: F401  (fixture)
-
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 IMAGE_SHAPE = (6, 6, 3)
 K = 3

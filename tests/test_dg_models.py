@@ -9,9 +9,6 @@ import pytest
 from ddjax import models
 from ddjax.errors import ConfigError
 from ddjax.models.convnet import InstanceNorm
-from fast_compile import fast_compile  # noqa: F401  (fixture)
-
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _abstract_count(model, shape):

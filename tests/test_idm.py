@@ -14,9 +14,6 @@ from ddjax.algorithms.distribution_family import Features, TermInputs
 from ddjax.algorithms.multiformation import decode_zoom
 from ddjax.errors import ConfigError
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-from fast_compile import fast_compile  # noqa: E402,F401  (the fixture)
-
 sample_flat = jax.jit(idm.sample_flat, static_argnums=2)
 
 K, SHAPE = 2, (8, 8, 1)

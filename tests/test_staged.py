@@ -11,7 +11,6 @@ import pytest
 
 from ddjax import algorithms, continual, evaluate
 from ddjax.errors import CheckpointError
-from fast_compile import fast_compile  # noqa: F401  (fixture)
 from launch.domains import collection_from_config
 from launch.run import build_eval_model, run
 from launch.staged import train_eval_networks
@@ -232,7 +231,6 @@ def didd_stream_config():
     return c
 
 
-@pytest.mark.usefixtures("fast_compile")   # both runs compile alike; XLA's optimisations would be most of the time
 def test_resumed_didd_stream_inside_domain_2_ends_bit_identical(tmp_path):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     results = run(didd_stream_config(), straight)

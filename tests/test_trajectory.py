@@ -88,7 +88,9 @@ def test_mtt_hypergradient_matches_finite_differences_of_the_loss():
     init = models.init_model(smooth, jax.random.PRNGKey(0), SHAPE)["params"]
     buffer = experts.ExpertBuffer(params=jax.tree.map(
         lambda p: jnp.stack([p, p + 0.01, p + 0.02, p + 0.03, p + 0.04])[None], init))
-    assert_step_gradient_matches_fd(jax.jit(algo.step), state, buffer, directions=1, eps=5e-2, rtol=3e-2, atol=1e-6)
+    # along the gradient: a random direction's change of this loss (~1) is ~1e-5, a few float32 steps of it
+    assert_step_gradient_matches_fd(jax.jit(algo.step), state, buffer, directions=0, along_gradient=True, eps=5e-2,
+                                    rtol=1e-2, atol=1e-6)
 
 
 def test_sam_perturbation_has_norm_rho_and_changes_the_update():
