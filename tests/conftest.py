@@ -41,14 +41,15 @@ def pytest_unconfigure(config):
 # The suite runs as `pytest -n 2 --dist loadfile`: one test file per worker at a time. xdist's default orders the
 # files by their NUMBER of tests, so the few-but-long files (the trajectory launcher runs, DREAM+, the two-process
 # runs) came last and ran alone on one worker for minutes. Instead: longest first (their measured seconds on the
-# 2-core machine, 2026-12-06, junit report), the files not listed after them, so each worker takes the next-longest
-# file when it frees up (longest-processing-time-first, within a few percent of the even split).
+# 2-core machine, 2026-12-07, two junit reports in XLA's fast-compile mode), the files not listed after them, so
+# each worker takes the next-longest file when it frees up (longest-processing-time-first, within a few percent
+# of the even split).
 LONGEST_FIRST = (
-    "test_trajectory", "test_launch_trajectory", "test_dream", "test_decoupled", "test_algorithm_contract",
-    "test_m3d_iid", "test_launch", "test_gradient_matching", "test_didd", "test_losses", "test_fidelity_matching",
-    "test_models", "test_multiprocess", "test_staged", "test_satm_sharpness", "test_dm", "test_evaluate",
-    "test_data", "test_fidelity", "test_idm", "test_teachers", "test_dg_models", "test_inner", "test_samplers",
-    "test_reproduce", "test_sam", "test_conv", "test_kmeans", "test_augment", "test_style_losses",
+    "test_decoupled", "test_algorithm_contract", "test_multiprocess", "test_trajectory", "test_dream", "test_models",
+    "test_launch_trajectory", "test_didd", "test_m3d_iid", "test_fidelity_matching", "test_evaluate", "test_staged",
+    "test_gradient_matching", "test_data", "test_losses", "test_launch", "test_augment", "test_satm_sharpness",
+    "test_fidelity", "test_idm", "test_dm", "test_reproduce", "test_dg_models", "test_inner", "test_kmeans",
+    "test_teachers", "test_sam", "test_samplers", "test_conv", "test_style_losses",
 )
 
 
