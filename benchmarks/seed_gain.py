@@ -46,7 +46,7 @@ def apply_overrides(config, overrides: str):
 
 def build_variant(config, steps: int, dataset, stream) -> dict:
     """Everything one variant's seeds share: the model, real pool, algorithm, step data and the jitted step."""
-    config.steps = max(steps, 1)  # --steps=0 evaluates the initial set; the launcher's check wants steps >= 1
+    config.steps = max(steps, 1)  # --steps=0: evaluate without a step (see --steps' help); the check wants >= 1
     validate_config(config)
     num_classes, shape = dataset.num_classes, dataset.image_shape
     model = build_eval_model(config, num_classes)
@@ -110,7 +110,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", action="append", required=True, help="NAME|CONFIG[:ARG]|KEY=VALUE;...")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, required=True, help="outer steps per seed (0: evaluate the initial set)")
+    parser.add_argument("--steps", type=int, required=True,
+                        help="outer steps per seed (0: evaluate the set init_synthetic makes; IDC/DREAM+ build theirs "
+                        "(mosaics, cluster centres) in their first step, so for them 0 scores a placeholder: run 1 "
+                        "step at a negligible lr_img instead)")
     parser.add_argument("--out", default="", help="write the rows as JSON lines here")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
