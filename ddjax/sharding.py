@@ -107,6 +107,17 @@ def split_batch(mesh: Mesh | None, size: int, what: str, axis: int = 0) -> Calla
     return batch_splitter(mesh, axis)
 
 
+def jit_step(step: Callable[..., Any], mesh: Mesh | None, donate: bool = True) -> Callable[..., Any]:
+    """``jax.jit`` of an algorithm's ``step(state, data) -> (state, metrics)`` (the state donated) whose outputs stay
+    replicated over ``mesh``, as its state went in. Left to XLA, a step that splits a batch may hand back the state
+    split over the ``data`` axis (DM's synthetic images did): the next call then has other input shardings and jit
+    compiles the step a second time. Without a mesh: plain ``jax.jit``."""
+    donate_argnums = (0,) if donate else ()
+    if mesh is None:
+        return jax.jit(step, donate_argnums=donate_argnums)
+    return jax.jit(step, donate_argnums=donate_argnums, out_shardings=NamedSharding(mesh, P()))
+
+
 def seed_devices(num_seeds: int, n: int) -> int:
     """How many of ``n`` devices train ``num_seeds`` seeds: the per-device load ``L = ceil(K / n)`` (the wall time
     of using all ``n``) spread over the fewest devices that carry it, ``ceil(K / L)``, so at most ``L − 1`` padded

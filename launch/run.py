@@ -35,7 +35,7 @@ import numpy as np
 
 from ddjax import algorithms, data, evaluate, models
 from ddjax.errors import ConfigError, DivergenceError
-from ddjax.sharding import make_mesh, replicate
+from ddjax.sharding import jit_step, make_mesh, replicate
 from launch import compile_cache, cross_architecture, distributed, outputs, staged
 from launch.checkpoint import Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict, validate_config
@@ -179,7 +179,7 @@ def _loop(config, workdir, stream, started, dataset, model, step_data, algo, sta
     writer = outputs.MetricsWriter(metrics_path if writes else None, resume_step=start or None,
                                    tensorboard=tensorboard)
 
-    step_fn = jax.jit(algo.step, donate_argnums=0)
+    step_fn = jit_step(algo.step, mesh)   # the state stays replicated: one compile
     progress = outputs.Progress(config.steps, initial=start, stream=stream, log_every=config.log_every,
                                 desc=config.algorithm)
     session_start = time.perf_counter()

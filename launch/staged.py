@@ -47,7 +47,7 @@ import numpy as np
 
 from ddjax import algorithms, continual, evaluate, models
 from ddjax.errors import CheckpointError
-from ddjax.sharding import make_mesh, replicate
+from ddjax.sharding import jit_step, make_mesh, replicate
 from launch import continual_methods, outputs
 from launch.checkpoint import CONFIG_FILE, Checkpointer, check_workdir, record_config
 from launch.config import config_to_dict
@@ -99,7 +99,7 @@ class _Phases:
         self.config, self.workdir, self.stream, self.collection, self.plan = config, workdir, stream, collection, plan
         self.model, self.algo, self.mesh, self.writer, self.progress = model, algo, mesh, writer, progress
         self.checkpointer, self.elapsed, self.keys = checkpointer, elapsed, keys
-        self.step_fn = jax.jit(algo.step, donate_argnums=0)
+        self.step_fn = jit_step(algo.step, mesh)
 
     def data(self, k: int):
         """``(Dataset, real pool, step data)`` of phase ``k``'s training domains (no step data for a real phase)."""

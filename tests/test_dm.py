@@ -9,7 +9,7 @@ import pytest
 from ddjax import algorithms, losses, models
 from ddjax.algorithms import dm
 from ddjax.errors import ConfigError
-from ddjax.sharding import make_mesh, replicate
+from ddjax.sharding import batch_splitter, jit_step, make_mesh, replicate
 from step_checks import assert_step_gradient_matches_fd
 
 K, IPC, SHAPE = 3, 2, (8, 8, 1)
@@ -145,12 +145,35 @@ def test_dm_step_same_on_one_and_eight_devices():
                        mesh=mesh)
         state = algo.init(jax.random.PRNGKey(2), algorithms.init_synthetic(jax.random.PRNGKey(1), pool, IPC))
         state, real = replicate(state, mesh), replicate(pool, mesh)
-        step = jax.jit(algo.step)
+        step = jit_step(algo.step, mesh, donate=False)   # the launcher's jit
         for _ in range(3):
             state, metrics = step(state, real)
+        assert state.synthetic.images.sharding.is_fully_replicated and step._cache_size() == 1
         results.append((np.asarray(state.synthetic.images), float(metrics["loss"])))
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-5)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
+
+
+def test_jit_step_keeps_the_state_replicated_so_the_step_compiles_once():
+    """A step whose new state XLA would leave split over ``data`` (here: forced by the batch rule; DM's synthetic
+    images at CIFAR size on 2 devices did this): plain ``jax.jit`` hands back a split state, whose next call needs
+    a second program; ``sharding.jit_step`` keeps it replicated and compiles once."""
+    mesh = make_mesh()
+    split = batch_splitter(mesh)
+
+    def step(state, data):
+        new = split(state * 2.0 + data)
+        return new, {"loss": new.sum()}
+
+    state, data = replicate(jnp.ones((16, 3)), mesh), replicate(jnp.ones((16, 3)), mesh)
+    plain = jax.jit(step)
+    assert not plain(state, data)[0].sharding.is_fully_replicated   # what the launcher's jit had to prevent
+    pinned = jit_step(step, mesh, donate=False)
+    for _ in range(3):
+        state, metrics = pinned(state, data)
+        assert state.sharding.is_fully_replicated and metrics["loss"].sharding.is_fully_replicated
+    assert pinned._cache_size() == 1
+    np.testing.assert_allclose(np.asarray(state), 15.0)   # 1 -> 3 -> 7 -> 15
 
 
 def test_dm_bad_config():
