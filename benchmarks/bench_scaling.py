@@ -57,7 +57,9 @@ def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
 
 
-_COLLECTIVE = re.compile(r"=\s*(\S+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)"
+#: ``%name = RESULT kind(``; RESULT one shape or a tuple of them (XLA combines a step's gradient all-reduces into one
+#: tuple-shaped op: the first version of this pattern took only single shapes and reported MTT's as none)
+_COLLECTIVE = re.compile(r"=\s*(\([^()]*\)|\S+?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)"
                          r"(?:-start)?\(")
 _SHAPE = re.compile(r"(f32|f16|bf16|s32|u32|pred|f64|s64|u8|s8)\[([0-9,]*)\]")
 _BYTES = {"f32": 4, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "pred": 1, "f64": 8, "s64": 8, "u8": 1, "s8": 1}
