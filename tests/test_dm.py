@@ -154,6 +154,28 @@ def test_dm_step_same_on_one_and_eight_devices():
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
 
 
+def _dm_step_flops_per_device(mesh) -> float:
+    """XLA's FLOPs per device of one compiled DM step with DSA, a large real batch (64 a class) and IPC 1."""
+    _, _, pool = _pool(per_class=(70, 70, 70))
+    config = _config(strategy="color_crop_cutout_flip_scale_rotate", batch_real=64)
+    config.ipc = 1
+    algo = dm.make(config, _model(), K, SHAPE, mesh=mesh)
+    state = algo.init(jax.random.PRNGKey(2), algorithms.init_synthetic(jax.random.PRNGKey(1), pool, 1))
+    if mesh is not None:
+        state, pool = replicate(state, mesh), replicate(pool, mesh)
+    cost = jit_step(algo.step, mesh, donate=False).lower(state, pool).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+
+def test_dm_real_batch_with_dsa_splits_over_eight_devices():
+    """Issue 15: the real batch's per-class DSA ran after the batch was split, so XLA gathered the batch for it and
+    each of 8 devices embedded most of it (docs/scaling.md "Weak scaling": 35.8 GFLOP per device at 8 devices
+    against 13.6 at 1, same work per device). Augmenting first and splitting the augmented batch leaves each device
+    about 1/8 of the real embedding."""
+    one, eight = _dm_step_flops_per_device(None), _dm_step_flops_per_device(make_mesh())
+    assert eight < 0.3 * one, (eight, one)
+
+
 def test_jit_step_keeps_the_state_replicated_so_the_step_compiles_once():
     """A step whose new state XLA would leave split over ``data`` (here: forced by the batch rule; DM's synthetic
     images at CIFAR size on 2 devices did this): plain ``jax.jit`` hands back a split state, whose next call needs

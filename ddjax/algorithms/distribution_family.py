@@ -310,7 +310,8 @@ def family_step(f: Family, state: DistillState, data: Any) -> tuple[DistillState
     pool = f.real_pool(data)
     real_batch, sampler_carry = f.sampler.sample(k_real, sampler_carry, state.step,
                                                  lambda x: f.features(variables, x).embed, pool)
-    real = jax.lax.stop_gradient(f.features(variables, siamese_dsa(aug_keys, f.split(real_batch), f.strategy)))
+    # augment, then split: the per-class DSA on a split batch made XLA gather it and embed most of it on every device
+    real = jax.lax.stop_gradient(f.features(variables, f.split(siamese_dsa(aug_keys, real_batch, f.strategy))))
     stored = stored_images(f.images, state.synthetic)
     if f.initial is not None:  # its own key (folded from k_real), so the other draws are as without it
         stored = jax.lax.cond(state.step == 0, lambda: f.initial(jax.random.fold_in(k_real, 1), stored, pool),
