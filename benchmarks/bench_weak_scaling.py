@@ -71,6 +71,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402
 from benchmarks.bench_scaling import collective_bytes  # noqa: E402
 from ddjax import algorithms, experts, models  # noqa: E402
 from ddjax.sharding import jit_step, make_mesh, replicate  # noqa: E402
@@ -116,26 +117,18 @@ def build(algorithm: str, n: int, mesh, args: argparse.Namespace):
 
 
 def time_step(algorithm: str, n: int, devices, args: argparse.Namespace) -> dict:
-    """Compile the step over a ``data`` mesh of ``devices``, warm up once, time ``args.repeats`` calls (state
-    threaded through). Returns the median seconds, compile seconds, per-device FLOPs and collective bytes."""
+    """The step over a ``data`` mesh of ``devices``, jitted as the launcher does (:func:`ddjax.sharding.jit_step`)
+    and timed by :func:`benchmarks.common.time_step`. Returns the median seconds, compile seconds, per-device FLOPs
+    and collective bytes."""
     mesh = make_mesh(devices)
     step, state, data = build(algorithm, n, mesh, args)
-    t = time.perf_counter()
-    compiled = jit_step(step, mesh).lower(state, data).compile()   # the launcher's jit
-    compile_s = time.perf_counter() - t
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    state, metrics = compiled(state, data)
-    jax.block_until_ready(metrics["loss"])
-    times = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        state, metrics = compiled(state, data)
-        jax.block_until_ready(metrics["loss"])
-        times.append(time.perf_counter() - t)
-    return {"seconds": statistics.median(times), "times": [round(x, 4) for x in times],
-            "compile_s": round(compile_s, 1), "flops_per_device": float(cost.get("flops", float("nan"))),
-            "collective_bytes": collective_bytes(compiled.as_text())}
+    def analyse(compiled) -> dict:
+        return {**common.xla_analysis(compiled), "collective_bytes": collective_bytes(compiled.as_text())}
+
+    out = common.time_step(step, state, data, args.repeats, jit=lambda f: jit_step(f, mesh), analyse=analyse)
+    return {"seconds": statistics.median(out["times"]), "times": [round(x, 4) for x in out["times"]],
+            "compile_s": round(out["compile_s"], 1), "flops_per_device": out["flops"],
+            "collective_bytes": out["collective_bytes"]}
 
 
 def worker(args: argparse.Namespace) -> None:

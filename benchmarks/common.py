@@ -30,11 +30,13 @@ def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
     return times
 
 
-def time_step(step: Callable, state: Any, data: Any, repeats: int) -> dict:
-    """Compile ``step(state, data) -> (state, metrics)``, run one warm-up call, then time ``repeats`` calls with the
-    state threaded through (as the launcher runs it). Returns ``compile_s``, ``times`` and :func:`xla_analysis`."""
+def time_step(step: Callable, state: Any, data: Any, repeats: int, jit: Callable = jax.jit,
+              analyse: Callable[[Any], dict] = xla_analysis) -> dict:
+    """Compile ``jit(step)`` (``step(state, data) -> (state, metrics)``), run one warm-up call, then time ``repeats``
+    calls with the state threaded through (as the launcher runs it). Returns ``compile_s``, ``times`` and
+    ``analyse(compiled)`` (default :func:`xla_analysis`)."""
     t = time.perf_counter()
-    compiled = jax.jit(step).lower(state, data).compile()
+    compiled = jit(step).lower(state, data).compile()
     compile_s = time.perf_counter() - t
     holder = {"state": state}
 
@@ -43,7 +45,7 @@ def time_step(step: Callable, state: Any, data: Any, repeats: int) -> dict:
         return metrics["loss"]
 
     jax.block_until_ready(call())
-    return {"compile_s": compile_s, "times": time_calls(call, repeats), **xla_analysis(compiled)}
+    return {"compile_s": compile_s, "times": time_calls(call, repeats), **analyse(compiled)}
 
 
 def load_config(path: str, arg: str | None = None):

@@ -138,9 +138,10 @@ def map_over_seeds(fn: Callable[..., Any], mesh: Mesh | None, per_seed: tuple, s
     (:func:`_across_processes`). Without a mesh, with one device or one seed: ``fn`` called as is.
     """
     k = int(jax.tree.leaves(per_seed)[0].shape[0])
-    if mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1:
-        return _across_processes(fn, mesh, per_seed, shared, k, static)
+    processes = set() if mesh is None else {d.process_index for d in mesh.devices.flat}
     local = [] if mesh is None else [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    if len(processes) > 1:
+        return _across_processes(fn, sorted(processes), local, per_seed, shared, k, static)
     m = seed_devices(k, len(local)) if local else 1
     if m == 1:
         return fn(*per_seed, *shared, **static)
@@ -168,23 +169,21 @@ def process_block(num_seeds: int, num_processes: int, process: int) -> np.ndarra
     return np.minimum(np.arange(process * load, (process + 1) * load), num_seeds - 1)
 
 
-def _across_processes(fn: Callable[..., Any], mesh: Mesh, per_seed: tuple, shared: tuple, num_seeds: int,
-                      static: dict) -> Any:
-    """:func:`map_over_seeds` on a mesh whose devices belong to several processes: process ``p`` trains the seeds
-    :func:`process_block` gives it on its own devices of ``mesh`` (the one-process rule, no communication while
-    training), then the results are all-gathered (``multihost_utils.process_allgather``, tiled in process order)
-    and the padding dropped, so every process holds all K results, each seed's exactly as one device trains it.
-    Every process of the job must call it (the run's global mesh spans them all)."""
+def _across_processes(fn: Callable[..., Any], processes: list[int], local: list, per_seed: tuple, shared: tuple,
+                      num_seeds: int, static: dict) -> Any:
+    """:func:`map_over_seeds` on a mesh whose devices belong to several ``processes``: process ``p`` trains the seeds
+    :func:`process_block` gives it on its own devices of the mesh (``local``; the one-process rule, no
+    communication while training), then the results are all-gathered (``multihost_utils.process_allgather``, tiled
+    in process order) and the padding dropped, so every process holds all K results, each seed's exactly as one
+    device trains it. Every process of the job must call it (the run's global mesh spans them all)."""
     from jax.experimental import multihost_utils
 
-    processes = sorted({d.process_index for d in mesh.devices.flat})
     if processes != list(range(jax.process_count())):
         raise ConfigError(f"the evaluation mesh spans processes {processes} of {jax.process_count()}; give it "
                           "devices of every process (the run's global mesh: ddjax.sharding.make_mesh()) or of "
                           "this process only")
     block = process_block(num_seeds, len(processes), jax.process_index())
-    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
-    mine = map_over_seeds(fn, make_mesh(local, SEEDS_AXIS), tuple(jax.tree.map(lambda x: x[block], per_seed)),
+    mine = map_over_seeds(fn, seed_mesh(local), tuple(jax.tree.map(lambda x: x[block], per_seed)),
                           shared, **static)
     gathered = multihost_utils.process_allgather(mine, tiled=True)   # (P · L, ...) in process order
     return jax.tree.map(lambda x: jnp.asarray(x[:num_seeds]), gathered)
