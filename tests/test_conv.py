@@ -84,18 +84,36 @@ def test_meta_gradient_uses_only_small_kernel_convolutions():
 
 
 def _conv_windows(loss, x, k) -> set[tuple[int, ...]]:
-    """Spatial kernel shapes of every ``conv_general_dilated`` in the jaxpr of ``grad(loss)`` (nested jaxprs too)."""
-    windows = set()
+    """Spatial kernel shapes of every ``conv_general_dilated`` in the jaxpr of ``grad(loss)``."""
+    return {tuple(eqn.invars[1].aval.shape[d] for d in eqn.params["dimension_numbers"].rhs_spec[2:])  # (o, i, sp…)
+            for eqn in _gradient_equations(loss, x, k, "conv_general_dilated")}
+
+
+def _gradient_equations(loss, x, k, primitive: str) -> list:
+    """Every equation of ``primitive`` in the jaxpr of ``grad(loss)`` to ``(x, k)``, nested jaxprs included."""
+    found = []
 
     def visit(jaxpr):
         for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "conv_general_dilated":
-                spec = eqn.params["dimension_numbers"].rhs_spec   # (out, in, spatial...)
-                windows.add(tuple(eqn.invars[1].aval.shape[d] for d in spec[2:]))
+            if eqn.primitive.name == primitive:
+                found.append(eqn)
             for value in eqn.params.values():
                 for sub in value if isinstance(value, (list, tuple)) else [value]:
                     inner = getattr(sub, "jaxpr", sub)
                     if hasattr(inner, "eqns"):
                         visit(inner)
     visit(jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, k).jaxpr)
-    return windows
+    return found
+
+
+@pytest.mark.parametrize("c_in", [12, 20])   # 3·12 ≤ 48: stacked-shift products; 20: nine products
+def test_meta_gradient_transposes_the_kernel_gradient_as_convolutions(c_in):
+    """``kernel_gradient`` has its own rule: its transpose (the meta-gradient's pass through ``dk``) is two 3×3
+    convolutions, not ``kh·kw`` products over shifted copies of the output gradient. So every matrix product in
+    the meta-gradient's program is a kernel gradient, with a kernel-shaped ``(··C_in, C_out)`` output; the old
+    rule also had ``(N·H·W, ·)``-shaped ones (its transposes)."""
+    padding = ((1, 1), (1, 1))
+    x, k = _data((8, 8), c_in, 16, jnp.float32)
+    _, outer = _meta_loss(_mine, padding)
+    shapes = {tuple(eqn.outvars[0].aval.shape) for eqn in _gradient_equations(outer, x, k, "dot_general")}
+    assert shapes and shapes <= {(3 * c_in, 16), (c_in, 16)}, shapes

@@ -20,6 +20,10 @@ custom function itself and the input gradient is the custom convolution of the o
 transposed kernel (transposed padding ``k-1-lo``; negative pads crop). Stock rules here made XLA:CPU emit
 kernel-gradient convs with the whole image as window (10 GFLOP/s unrolled; inside a rolled ``scan`` a naive loop
 nest, 0.3–0.5 GFLOP/s): MTT rolled N=2 took 210 s, 5.9 s after this change (docs/performance.md).
+The kernel gradient has its own rule too: ``dk`` is bilinear in ``(x, g)``, so its transpose is two 3×3 convs
+(``x̄`` = the input gradient of a conv with the cotangent as kernel, ``ḡ = conv(x, cotangent)``) instead of
+``kh·kw`` products over shifted copies: MTT N=20 unrolled 24.7 → 21.8 s per step, and the rolled loop within 1.01×
+of the unrolled one (2026-12-07, idle 2-core machine; docs/performance.md).
 Forward-mode (``jax.jvp``) through this function raises, as for any ``custom_vjp``; ddjax uses none.
 """
 from __future__ import annotations
@@ -108,12 +112,10 @@ def _conv_bwd(padding, residuals, g):
     """``dx = conv(g, flip(k)ᵀ)`` with the transposed padding ``(k-1-lo, k-1-hi)`` (through ``_conv`` again, so
     every order of differentiation stays on this rule), ``dk`` = :func:`kernel_gradient`."""
     x, k = residuals
-    kh, kw = k.shape[:2]
-    pad_t = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]), (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
-    dx = _conv_any(pad_t, g, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2))
-    return dx, kernel_gradient(padding, x, g, (kh, kw))
+    return _input_gradient(padding, g, k), kernel_gradient(padding, x, g, k.shape[:2])
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
 def kernel_gradient(padding: tuple[tuple[int, int], tuple[int, int]], x: jax.Array, g: jax.Array,
                     kernel_size: tuple[int, int]) -> jax.Array:
     """``∂L/∂k`` of a stride-1 NHWC/HWIO convolution as shifted matrix products (module doc):
@@ -133,4 +135,25 @@ def kernel_gradient(padding: tuple[tuple[int, int], tuple[int, int]], x: jax.Arr
     return jnp.stack(rows).reshape(kh, kw, c_in, c_out)
 
 
+def _kernel_gradient_fwd(padding, x, g, kernel_size):
+    return kernel_gradient(padding, x, g, kernel_size), (x, g)
+
+
+def _kernel_gradient_bwd(padding, kernel_size, residuals, c):
+    """``dk`` is bilinear in ``(x, g)``; with cotangent ``c`` (a kernel): ``x̄`` is the input gradient of a conv with
+    kernel ``c`` at output gradient ``g``, ``ḡ = conv(x, c)``. Both through ``_conv``: a meta-gradient's transpose
+    of ``dk`` runs as two 3×3 convolutions instead of ``kh·kw`` products over shifted copies."""
+    x, g = residuals
+    return _input_gradient(padding, g, c), _conv_any(padding, x, c)
+
+
+def _input_gradient(padding, g, k):
+    """``∂L/∂x`` of ``conv(x, k)`` at output gradient ``g``: ``conv(g, flip(k)ᵀ)`` with the transposed padding
+    ``(k-1-lo, k-1-hi)`` (negative pads crop)."""
+    kh, kw = k.shape[:2]
+    pad_t = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]), (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
+    return _conv_any(pad_t, g, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2))
+
+
 _conv.defvjp(_conv_fwd, _conv_bwd)
+kernel_gradient.defvjp(_kernel_gradient_fwd, _kernel_gradient_bwd)
