@@ -54,15 +54,16 @@ def _teacher_pool(config, pool, model) -> dict:
 
 def _squeeze_data(config, pool, model):
     """SRe2L/RDED/DTL's data: ``Entry.prepare`` trains a 3-step squeeze model of width 2 on the pool (stored in a
-    temporary pretrained store), as the launcher would."""
+    temporary pretrained store, removed afterwards), as the launcher would."""
     counts = np.asarray(pool.counts)
     images = np.concatenate([np.asarray(pool.images[c, :n]) for c, n in enumerate(counts)])
     labels = np.repeat(np.arange(K), counts).astype(np.int32)
     dataset = types.SimpleNamespace(name="toy", num_classes=K, image_shape=SHAPE, train_images=images,
                                     train_labels=labels, mean=np.full(1, 0.5, np.float32),
                                     std=np.full(1, 0.25, np.float32))
-    config.pretrained_dir = tempfile.mkdtemp(prefix="ddjax-contract-")
-    return algorithms.prepare_data(config, dataset, pool)
+    with tempfile.TemporaryDirectory(prefix="ddjax-contract-") as store:   # only prepare reads the store
+        config.pretrained_dir = store
+        return algorithms.prepare_data(config, dataset, pool)
 
 
 _SQUEEZE = {"squeeze.width": 2, "squeeze.steps": 3, "relabel.views": 2}
