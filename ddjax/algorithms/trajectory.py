@@ -60,9 +60,7 @@ def _common_config() -> dict:
     # mtt-distillation distill.py defaults.
     return dict(syn_steps=20, expert_epochs=3, max_start_epoch=25, min_start_epoch=0, lr_img=1000.0, lr_lr=1e-5,
                 lr_teacher=0.01, momentum=0.5, batch_syn=0, remat=False,
-                # lax.scan unroll of the differentiated inner steps; 0 = auto: fully unrolled on CPU (a rolled loop
-                # differentiated through measured 7x slower there: 14.3 vs 1.9 s/step, docs/results.md), rolled
-                # (1) on GPU/TPU where compile time matters more.
+                # lax.scan unroll of the differentiated inner steps; 0 = auto (resolved_scan_unroll)
                 scan_unroll=0, experts=_experts_config())
 
 
@@ -101,6 +99,24 @@ def resolved_truncate(hp: ml_collections.ConfigDict) -> int:
 def resolved_reuse_at(hp: ml_collections.ConfigDict) -> int:
     """τ: ``hp.reuse_at``, or ι when unset (the paper sets τ = ι)."""
     return resolved_truncate(hp) if hp.reuse_at is None else int(hp.reuse_at)
+
+
+#: On CPU, ``scan_unroll=0`` rolls a differentiated stretch of at least this many inner steps and fully unrolls a
+#: shorter one. Measured 2026-12-07 (idle 2-core CPU, ConvNet-3 w128, batch 100; docs/performance.md): rolled / unrolled
+#: seconds per step 1.20 at 5 differentiated steps (MTT N=5), 1.29 at 6 (SATM N=20, ι=14), 1.01 at 20 (MTT N=20, with
+#: 0.95x the temporary memory and 4.4x faster compile); at N=80 the rolled program compiles in 6 s against 266 s.
+ROLL_FROM_STEPS = 16
+
+
+def resolved_scan_unroll(hp: ml_collections.ConfigDict) -> int | bool:
+    """``lax.scan``'s ``unroll`` for the differentiated inner steps: ``hp.scan_unroll`` when set (1 rolled, ``k``
+    unroll factor, ``True`` fully unrolled); 0 (auto) is rolled (1) off CPU, and on CPU fully unrolled (``True``)
+    when the differentiated stretch N − ι is shorter than :data:`ROLL_FROM_STEPS`, rolled otherwise."""
+    if hp.scan_unroll:
+        return hp.scan_unroll
+    if jax.default_backend() != "cpu":
+        return 1
+    return True if hp.syn_steps - resolved_truncate(hp) < ROLL_FROM_STEPS else 1
 
 
 def validate(hp: ml_collections.ConfigDict, num_images: int, name: str) -> None:
@@ -214,7 +230,7 @@ def make_with(hp: ml_collections.ConfigDict, name: str, config: ml_collections.C
         hp=hp, model=model, image_shape=tuple(image_shape), num_images=num_images, iota=resolved_truncate(hp),
         tau=resolved_reuse_at(hp) if (use_sam and hp.reuse) else None, batch=batch,
         augment=functools.partial(_augment, strategy) if strategy and strategy != "none" else None,
-        batch_constraint=split, scan_unroll=hp.scan_unroll or (True if jax.default_backend() == "cpu" else 1),
+        batch_constraint=split, scan_unroll=resolved_scan_unroll(hp),
         tx=optax.partition({"images": optax.sgd(hp.lr_img, momentum=hp.momentum),
                             "lr": optax.sgd(hp.lr_lr, momentum=hp.momentum)}, {"images": "images", "lr": "lr"}),
         perturbation=perturbation, gradient=gradient,
