@@ -39,6 +39,8 @@ flags.DEFINE_string("dsa", "color_crop_cutout_flip_scale_rotate", "DSA strategy 
 flags.DEFINE_integer("epochs", 20, "eval: training epochs on the synthetic set.")
 flags.DEFINE_integer("num_seeds", 5, "eval: networks trained in one vmapped program.")
 flags.DEFINE_integer("repeats", 5, "Timed calls after one warm-up.")
+flags.DEFINE_string("profile_dir", None, "time: also trace one call there and add its summary "
+                    "(benchmarks/trace_summary.py).")
 FLAGS = flags.FLAGS
 
 
@@ -52,7 +54,7 @@ def bench_dm() -> dict:
                                jnp.full((FLAGS.classes,), 2000, jnp.int32))
     algo = algorithms.get_algorithm(config, model, FLAGS.classes, shape)
     state = algo.init(jax.random.PRNGKey(0), algorithms.init_synthetic(jax.random.PRNGKey(1), real, FLAGS.ipc))
-    return time_step(algo.step, state, real, FLAGS.repeats)
+    return time_step(algo.step, state, real, FLAGS.repeats, profile_dir=FLAGS.profile_dir)
 
 
 def bench_eval() -> dict:

@@ -49,6 +49,8 @@ flags.DEFINE_bool("remat", False, "time: rematerialise differentiated steps.")
 flags.DEFINE_string("dsa", "color_crop_cutout_flip_scale_rotate", "DSA strategy ('none' to disable).")
 flags.DEFINE_list("memory_steps", ["20", "50", "80"], "memory: the N values.")
 flags.DEFINE_integer("repeats", 3, "Timed calls after one warm-up.")
+flags.DEFINE_string("profile_dir", None, "time: also trace one call there and add its summary "
+                    "(benchmarks/trace_summary.py).")
 FLAGS = flags.FLAGS
 
 
@@ -78,7 +80,7 @@ def _setup(algorithm: str, syn_steps: int, truncate: int | None, remat: bool, sc
 def bench_time() -> dict:
     truncate = None if FLAGS.truncate < 0 else FLAGS.truncate
     algo, state, buffer = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)
-    run = time_step(algo.step, state, buffer, FLAGS.repeats)
+    run = time_step(algo.step, state, buffer, FLAGS.repeats, profile_dir=FLAGS.profile_dir)
     times, compile_s = run.pop("times"), run.pop("compile_s")
     info = run
     median = statistics.median(times)

@@ -31,10 +31,11 @@ def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
 
 
 def time_step(step: Callable, state: Any, data: Any, repeats: int, jit: Callable = jax.jit,
-              analyse: Callable[[Any], dict] = xla_analysis) -> dict:
+              analyse: Callable[[Any], dict] = xla_analysis, profile_dir: str | None = None) -> dict:
     """Compile ``jit(step)`` (``step(state, data) -> (state, metrics)``), run one warm-up call, then time ``repeats``
     calls with the state threaded through (as the launcher runs it). Returns ``compile_s``, ``times`` and
-    ``analyse(compiled)`` (default :func:`xla_analysis`)."""
+    ``analyse(compiled)`` (default :func:`xla_analysis`); with ``profile_dir``, also ``profile``: one more call
+    traced there and summarised by :func:`trace_summary.summarise`."""
     t = time.perf_counter()
     compiled = jit(step).lower(state, data).compile()
     compile_s = time.perf_counter() - t
@@ -45,7 +46,11 @@ def time_step(step: Callable, state: Any, data: Any, repeats: int, jit: Callable
         return metrics["loss"]
 
     jax.block_until_ready(call())
-    return {"compile_s": compile_s, "times": time_calls(call, repeats), **analyse(compiled)}
+    out = {"compile_s": compile_s, "times": time_calls(call, repeats), **analyse(compiled)}
+    if profile_dir:
+        import trace_summary   # noqa: PLC0415  (benchmarks/ is on sys.path, as for this module)
+        out["profile"] = trace_summary.summarise(trace_summary.trace_call(call, profile_dir), compiled.as_text())
+    return out
 
 
 def load_config(path: str, arg: str | None = None):
