@@ -167,11 +167,13 @@ def _dm_step_flops_per_device(mesh) -> float:
     return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
 
 
-def test_dm_real_batch_with_dsa_splits_over_eight_devices():
+def test_dm_real_batch_with_dsa_splits_over_eight_devices(monkeypatch):
     """Issue 15: the real batch's per-class DSA ran after the batch was split, so XLA gathered the batch for it and
     each of 8 devices embedded most of it (docs/scaling.md "Weak scaling": 35.8 GFLOP per device at 8 devices
     against 13.6 at 1, same work per device). Augmenting first and splitting the augmented batch leaves each device
     about 1/8 of the real embedding."""
+    from ddjax.algorithms import distribution_family
+    monkeypatch.setattr(distribution_family, "REAL_CHUNK", 10 ** 6)   # one pass: XLA counts a loop body once
     one, eight = _dm_step_flops_per_device(None), _dm_step_flops_per_device(make_mesh())
     assert eight < 0.3 * one, (eight, one)
 
@@ -208,3 +210,30 @@ def test_dm_bad_config():
     algo = dm.make(_config(), _model(), K, SHAPE)
     with pytest.raises(ConfigError, match="expected"):
         algo.init(jax.random.PRNGKey(0), algorithms.SyntheticSet(jnp.zeros((5,) + SHAPE), jnp.zeros(5, jnp.int32)))
+
+
+def test_real_features_in_chunks_equal_the_whole_batch_and_skip_batch_norm(monkeypatch):
+    """``distribution_family.chunked`` on 3 × 8 images: the chunk is the largest divisor of K·n up to the limit
+    (8 → 8, 16 → 12), the whole batch when that divisor is below ``MIN_REAL_CHUNK`` (here 6: limit 5 → 4) or
+    the net has batch norm; the embeddings equal one pass over the whole batch."""
+    from ddjax.algorithms import distribution_family as fam
+    monkeypatch.setattr(fam, "MIN_REAL_CHUNK", 6)
+    seen = []
+
+    def recording(model):
+        plain = fam.embeddings(model)
+
+        def features(variables, images):
+            seen.append(images.shape[:2])   # once per call: lax.map traces its body once
+            return plain(variables, images)
+        return features
+
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8) + SHAPE), jnp.float32)
+    for norm, limit, chunk in (("instance", 8, (1, 8)), ("instance", 16, (1, 12)), ("instance", 5, (3, 8)),
+                               ("batch", 8, (3, 8))):
+        model = models.build_model("convnet", K, width=8, depth=2, norm=norm)
+        variables = models.init_model(model, jax.random.PRNGKey(0), SHAPE)
+        seen.clear()
+        out = fam.chunked(recording(model), limit)(variables, images)
+        assert seen == [chunk], (norm, limit, seen)
+        np.testing.assert_allclose(out.embed, fam.embeddings(model)(variables, images).embed, rtol=1e-5, atol=1e-6)

@@ -237,6 +237,30 @@ def embeddings_and_logits(model: nn.Module) -> Callable[[Any, jax.Array], Featur
     return features
 
 
+#: On one CPU device the real batch's features (no gradient) are computed in chunks of at most this many images
+#: (``lax.map``), so a chunk's activations stay in cache: DM's step at 256 real images a class, 32×32×1, ConvNet-3
+#: w128 (docs/performance.md, 2026-12-07). Per-sample nets only: batch norm's statistics are the whole batch's.
+REAL_CHUNK = 64
+#: Below this many images a chunk is not worth a loop step: the batch stays whole.
+MIN_REAL_CHUNK = 16
+
+
+def chunked(features: Callable[[Any, jax.Array], Features], max_chunk: int
+            ) -> Callable[[Any, jax.Array], Features]:
+    """``features`` of a class-major batch ``(K, n, H, W, C)`` computed ``c`` images at a time (``lax.map``),
+    ``c`` the largest divisor of ``K·n`` up to ``max_chunk``; the whole batch at once when ``c`` would be below
+    :data:`MIN_REAL_CHUNK` or the variables hold batch-norm statistics (a chunk's statistics are not the batch's).
+    Same values for a per-sample network: each image's features depend on that image only."""
+    def run(variables: Any, images: jax.Array) -> Features:
+        k, n = images.shape[:2]
+        c = max(d for d in range(1, min(max_chunk, k * n) + 1) if (k * n) % d == 0)
+        if c < MIN_REAL_CHUNK or c == k * n or "batch_stats" in variables:
+            return features(variables, images)
+        parts = jax.lax.map(lambda x: features(variables, x), images.reshape((k * n // c, 1, c) + images.shape[2:]))
+        return jax.tree.map(lambda a: a.reshape((k, n) + a.shape[3:]), parts)
+    return run
+
+
 class Family(NamedTuple):
     """One distribution-matching algorithm as parts (:func:`distribution_matching`)."""
     model: nn.Module
@@ -249,6 +273,7 @@ class Family(NamedTuple):
     sampler: RealSampler
     real_pool: Callable[[Any], RealPool]            # the RealPool inside the step's data
     split: Callable[[jax.Array], jax.Array]         # the real batch's split over the mesh (sample axis)
+    real_features: Callable[[Any, jax.Array], Features]  # ``features`` of the real batch (chunked on one CPU)
     tx: optax.GradientTransformation
     networks: Networks                              # the step's feature extractor (fresh_networks: DM's)
     images: Parameterization                        # stored -> matched images (plain: the images themselves)
@@ -274,8 +299,11 @@ def distribution_matching(config: ml_collections.ConfigDict, hp: ml_collections.
     check_common(hp, section, config.dsa_strategy, mesh)
     images = images or plain(config.ipc)
     check_factor(images.factor, tuple(image_shape))
+    features = features or embeddings(model)
+    one_cpu = mesh is None and jax.default_backend() == "cpu"
     family = Family(model=model, num_classes=num_classes, ipc=config.ipc, image_shape=tuple(image_shape),
-                    strategy=config.dsa_strategy, terms=tuple(terms), features=features or embeddings(model),
+                    strategy=config.dsa_strategy, terms=tuple(terms), features=features,
+                    real_features=chunked(features, REAL_CHUNK) if one_cpu else features,
                     sampler=sampler or random_real(hp.batch_real), real_pool=real_pool,
                     split=flat_batch_splitter(mesh), tx=optax.sgd(hp.lr_img, momentum=hp.momentum),
                     networks=networks or fresh_networks(model, image_shape), images=images, initial=initial)
@@ -311,7 +339,7 @@ def family_step(f: Family, state: DistillState, data: Any) -> tuple[DistillState
     real_batch, sampler_carry = f.sampler.sample(k_real, sampler_carry, state.step,
                                                  lambda x: f.features(variables, x).embed, pool)
     # augment, then split: the per-class DSA on a split batch made XLA gather it and embed most of it on every device
-    real = jax.lax.stop_gradient(f.features(variables, f.split(siamese_dsa(aug_keys, real_batch, f.strategy))))
+    real = jax.lax.stop_gradient(f.real_features(variables, f.split(siamese_dsa(aug_keys, real_batch, f.strategy))))
     stored = stored_images(f.images, state.synthetic)
     if f.initial is not None:  # its own key (folded from k_real), so the other draws are as without it
         stored = jax.lax.cond(state.step == 0, lambda: f.initial(jax.random.fold_in(k_real, 1), stored, pool),
