@@ -273,7 +273,7 @@ class Family(NamedTuple):
     sampler: RealSampler
     real_pool: Callable[[Any], RealPool]            # the RealPool inside the step's data
     split: Callable[[jax.Array], jax.Array]         # the real batch's split over the mesh (sample axis)
-    real_features: Callable[[Any, jax.Array], Features]  # ``features`` of the real batch (chunked on one CPU)
+    real_features: Callable[[Any, jax.Array], Features]  # ``features`` of real images (chunked on one CPU)
     tx: optax.GradientTransformation
     networks: Networks                              # the step's feature extractor (fresh_networks: DM's)
     images: Parameterization                        # stored -> matched images (plain: the images themselves)
@@ -337,7 +337,7 @@ def family_step(f: Family, state: DistillState, data: Any) -> tuple[DistillState
     aug_keys = jax.random.split(k_aug, f.num_classes)
     pool = f.real_pool(data)
     real_batch, sampler_carry = f.sampler.sample(k_real, sampler_carry, state.step,
-                                                 lambda x: f.features(variables, x).embed, pool)
+                                                 lambda x: f.real_features(variables, x).embed, pool)
     # augment, then split: the per-class DSA on a split batch made XLA gather it and embed most of it on every device
     real = jax.lax.stop_gradient(f.real_features(variables, f.split(siamese_dsa(aug_keys, real_batch, f.strategy))))
     stored = stored_images(f.images, state.synthetic)
