@@ -16,6 +16,7 @@ import json
 import platform
 import statistics
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -59,12 +60,9 @@ def bench_dm() -> dict:
     out = time_step(algo.step, state, real, FLAGS.repeats, profile_dir=FLAGS.profile_dir)
     # XLA counts a loop body once, and on one CPU the real features run in a lax.map over chunks: count the FLOPs
     # of the same step built with the real batch in one pass
-    chunk, distribution_family.REAL_CHUNK = distribution_family.REAL_CHUNK, 10 ** 9
-    try:
+    with mock.patch.object(distribution_family, "REAL_CHUNK", 10 ** 9):
         whole = algorithms.get_algorithm(config, model, FLAGS.classes, shape)
-        out["flops"] = xla_analysis(jax.jit(whole.step).lower(state, real).compile())["flops"]
-    finally:
-        distribution_family.REAL_CHUNK = chunk
+    out["flops"] = xla_analysis(jax.jit(whole.step).lower(state, real).compile())["flops"]
     return out
 
 
