@@ -1,7 +1,7 @@
 """Benchmark one MTT / SATM outer step: seconds, FLOPs and XLA temporary memory; one JSON line per case.
 
     python benchmarks/bench_trajectory.py --what=time --algorithm=mtt --syn_steps=20   # vs mtt_torch.py 1 32 10 20
-    python benchmarks/bench_trajectory.py --what=time --algorithm=satm --syn_steps=20
+    python benchmarks/bench_trajectory.py --what=time --algorithm=satm --syn_steps=20  # vs satm_torch.py 1 32 10 20
     python benchmarks/bench_trajectory.py --what=memory                               # N x iota x remat grid
     python benchmarks/bench_trajectory.py --what=compile --scan_unroll=1 --memory_steps=20,80   # compile only
 

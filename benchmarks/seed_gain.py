@@ -113,7 +113,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, required=True,
                         help="outer steps per seed (0: evaluate the set init_synthetic makes; IDC/DREAM+ build theirs "
                         "(mosaics, cluster centres) in their first step, so for them 0 scores a placeholder: run 1 "
-                        "step at a negligible lr_img instead)")
+                        "step at a negligible lr_img instead; MTT/SATM evaluate it at the initial syn_lr, add "
+                        "eval.learned_lr=False for eval.lr)")
     parser.add_argument("--out", default="", help="write the rows as JSON lines here")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
