@@ -269,7 +269,7 @@ def default_config() -> ml_collections.ConfigDict:
         penalty_weight=1.0,        # λ of LwF / EWC / MAS / LF (configs: launch.continual_methods.PENALTY_WEIGHTS)
         lwf_temperature=2.0,       # LwF's T
         reset_rates=False,         # True: α, β (and their SGD state) back to 0 at every domain boundary
-        meta_normalise=False,      # True: L_meta = L_stable(x̂_meta)/L_stable(x̂) + L_plastic(x̂_meta)/L_plastic(x̂)
+        meta_normalise=False,      # True: each term of L_meta over its value at x̂ (L_stable's floored; meta_weights)
     ))
 
 
