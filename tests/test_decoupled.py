@@ -1,6 +1,7 @@
 """Decoupled distillation (SRe2L, RDED, DTL + DSM): batch layouts, DSM's λ distribution, DTL's stop-gradient,
 two jitted steps and the relabelled view of every registered method, a leave-one-domain-out leak check, and one-line
 errors for bad input."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,6 +157,73 @@ def test_relabel_soft_labels_are_the_teacher_softmax_on_each_view(teacher, datas
     assert views.shape == (12,) + IMAGE_SHAPE
     want = jax.nn.softmax(model.apply(variables, views, train=False) / 2.0)
     np.testing.assert_allclose(soft, want, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- RDED and SRe2L's jitter
+
+
+class _RingScorer(nn.Module):
+    """A parameter-free "teacher": logit 0 = Σ pixels × (+1 on the border ring, -1 in the centre half), logit 1 = 0.
+    A patch zero-padded into the centre scores negative, the same patch upsampled to the full image positive."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        h, w = x.shape[1:3]
+        inside = np.zeros((h, w), np.float32)
+        inside[h // 4:h - h // 4, w // 4:w - w // 4] = 1.0
+        score = jnp.sum(x * (1.0 - 2.0 * inside)[None, :, :, None], axis=(1, 2, 3))
+        return jnp.stack([score, jnp.zeros_like(score)], axis=-1)
+
+
+def test_rded_scores_zero_padded_patches_and_stitches_ranks_across_images():
+    """LINs-lab/RDED ``synthesize/utils.py``: ``selector`` scores each patch zero-padded (centred) to the full size
+    and keeps the ``ipc * factor²`` lowest-CE patches in ascending order; ``mix_images`` puts patch ``k * ipc + i``
+    in grid slot ``k`` (row-major) of image ``i``. Constant candidate images make every crop constant, so the
+    expected set follows in closed form: score = -4 v (centre 2x2 of 4x4), CE = softplus(4 v), lowest v first."""
+    values = np.random.default_rng(0).permutation(np.linspace(0.1, 1.2, 12)).astype(np.float32)
+    candidates = jnp.asarray(np.broadcast_to(values[None, :, None, None, None], (1, 12, 4, 4, 1)))
+    images, _ = decoupled.rded_select(jax.random.PRNGKey(0), _RingScorer(), {}, candidates, ipc=2, factor=2,
+                                      num_crop=2, crop_scale=(0.5, 1.0))
+    ranked = np.sort(values)[:8]  # ascending CE = ascending v
+    want = np.zeros((2, 4, 4, 1), np.float32)
+    for i in range(2):
+        for k in range(4):
+            r, c = divmod(k, 2)
+            want[i, 2 * r:2 * r + 2, 2 * c:2 * c + 2] = ranked[k * 2 + i]
+    np.testing.assert_allclose(np.asarray(images), want, atol=1e-5)
+
+
+def test_rded_crops_are_square():
+    """RDED's ``MultiRandomCrop`` is ``RandomResizedCrop(size // factor, ratio=(1, 1))``: on an image whose channels
+    are the column and row coordinates, a crop's interior step along x equals its step along y (box w / h = 1)."""
+    n = 16
+    cols, rows = np.meshgrid(np.arange(n, dtype=np.float32), np.arange(n, dtype=np.float32))
+    image = np.stack([cols, rows], -1)
+    candidates = jnp.asarray(np.broadcast_to(image, (1, 40, n, n, 2)))
+
+    class Flat(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return jnp.zeros((x.shape[0], 2))
+
+    patches, _ = decoupled.rded_select(jax.random.PRNGKey(3), Flat(), {}, candidates, ipc=40, factor=1,
+                                       num_crop=1, crop_scale=(0.25, 1.0))
+    p = np.asarray(patches)
+    step_x = p[:, n // 2, n // 2 + 1, 0] - p[:, n // 2, n // 2, 0]
+    step_y = p[:, n // 2 + 1, n // 2, 1] - p[:, n // 2, n // 2, 1]
+    assert np.ptp(step_x) > 0.1  # the boxes do vary in size
+    np.testing.assert_allclose(step_x, step_y, rtol=1e-4)
+
+
+def test_recover_roll_shifts_forward_by_zero_to_max_like_sre2l():
+    """SRe2L (``recover/data_synthesis.py``, ``recover_cifar.py``): ``off = random.randint(0, jitter)`` then
+    ``torch.roll(x, shifts=(off1, off2))``: shifts in {0, .., jitter}, never backwards."""
+    image = jnp.zeros((1, 16, 16, 1)).at[0, 0, 0, 0].set(1.0)
+    seen = set()
+    for i in range(200):
+        rolled = np.asarray(decoupled.roll_jitter(jax.random.PRNGKey(i), image, 2))
+        seen.add(tuple(int(v) for v in np.argwhere(rolled[0, :, :, 0] == 1.0)[0]))
+    assert seen == {(dy, dx) for dy in range(3) for dx in range(3)}
 
 
 # ------------------------------------------------------------------------------------------- leak check
