@@ -288,6 +288,9 @@ def test_bad_input_one_clear_line(dataset, tmp_path):
     real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, K)
     with pytest.raises(ConfigError, match="lower --config.ipc"):
         algorithms.prepare_data(c, dataset, real)
+    c.ipc = 5  # RDED keeps one crop per candidate image: 5 patches per class need 5 of them, rded.mipc is 4
+    with pytest.raises(ConfigError, match="lower --config.ipc"):
+        algorithms.prepare_data(c, dataset, real)
     with pytest.raises(ConfigError, match="DSM"):
         relabel.relabel(jax.random.PRNGKey(0), model, {}, dataset.train_images[:2], num_views=1, dsm=True)
     for err in (CheckpointError, ConfigError, DataNotFoundError):
