@@ -1,6 +1,7 @@
 """Decoupled distillation (SRe2L, RDED, DTL + DSM): batch layouts, DSM's λ distribution, DTL's stop-gradient,
 two jitted steps and the relabelled view of every registered method, a leave-one-domain-out leak check, and one-line
 errors for bad input."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,6 +146,54 @@ def test_dtl_stop_gradient_keeps_psi_losses_off_the_images(teacher, dataset):
     assert float(optax_norm(grad_psi)) > 0.0
 
 
+def _np_style(maps, eps=1e-5):
+    """Eqs. 4-5 in numpy: per-image μ, biased σ² over (H, W); m = mean μ, s = sqrt(mean σ² + eps)."""
+    maps = np.asarray(maps, np.float64)
+    mu = maps.mean(axis=(1, 2))
+    var = ((maps - mu[:, None, None, :]) ** 2).mean(axis=(1, 2))
+    return mu.mean(0), np.sqrt(var.mean(0) + eps)
+
+
+def _np_norm_loss(style, target, eps=1e-5):
+    """Eqs. 8-9 in numpy: each term divided by the population std over channels of its target, mean over C."""
+    (m, s), (mt, st) = style, target
+    return np.mean(((m - mt) / (mt.std() + eps)) ** 2) + np.mean(((s - st) / (st.std() + eps)) ** 2)
+
+
+def test_dtl_style_terms_match_numpy_eqs_5_6_8_9(teacher, dataset):
+    """Domain styles (eq. 5, every image of the domain), the average target E_e[m], E_e[s] with its own channel std
+    (eqs. 6, 8) and ψ's per-domain terms summed over e (eqs. 7, 9), all from the BN-input maps in numpy."""
+    model, variables = teacher
+    hp = tiny_config("dtl").dtl
+    domains = [(dataset.train_images[:9], None), (dataset.train_images[9:], None)]
+    styles = dtl.domain_styles(model, variables, domains)
+    per_domain = [[_np_style(maps) for maps, _, _ in models.bn_inputs(model, variables, jnp.asarray(x))[1]]
+                  for x, _ in domains]
+    for l, (m, s) in enumerate(styles):
+        np.testing.assert_allclose(m, np.stack([d[l][0] for d in per_domain]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(s, np.stack([d[l][1] for d in per_domain]), rtol=1e-4, atol=1e-5)
+    data = decoupled.RecoverData(teacher=None, pixel_low=-9.0, pixel_high=9.0, styles=styles)
+    psi = dtl.build_psi(hp, 2)
+    x = jnp.asarray(dataset.train_images[:4]) * 0.5
+    psi_params = psi.init(jax.random.PRNGKey(0), x, jnp.ones((4, 2)) / 2)
+    psi_params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(5), p.shape), psi_params)
+    key = jax.random.PRNGKey(1)
+    _, (metrics, _) = dtl.dtl_loss(x, psi_params, jnp.zeros(4, jnp.int32), variables, 0, data, key, model=model,
+                                   psi=psi, hp=hp)
+    x_aug = decoupled.recover_augment(key, x, hp.flip)
+    layers = models.bn_inputs(model, variables, x_aug)[1]
+    average = [(np.mean([d[l][0] for d in per_domain], 0), np.mean([d[l][1] for d in per_domain], 0))
+               for l in range(len(layers))]
+    want = sum(_np_norm_loss(_np_style(maps), average[l]) for l, (maps, _, _) in enumerate(layers))
+    np.testing.assert_allclose(float(metrics["style"]), want, rtol=2e-4)
+    want_psi = 0.0
+    for e in range(2):
+        transferred = psi.apply(psi_params, x_aug, models.domain_weights(jnp.full(4, e), 2))
+        for l, (maps, _, _) in enumerate(models.bn_inputs(model, variables, transferred)[1]):
+            want_psi += _np_norm_loss(_np_style(maps), per_domain[e][l])
+    np.testing.assert_allclose(float(metrics["per_style"]), want_psi, rtol=2e-4)
+
+
 def optax_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
 
@@ -156,6 +205,73 @@ def test_relabel_soft_labels_are_the_teacher_softmax_on_each_view(teacher, datas
     assert views.shape == (12,) + IMAGE_SHAPE
     want = jax.nn.softmax(model.apply(variables, views, train=False) / 2.0)
     np.testing.assert_allclose(soft, want, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- RDED and SRe2L's jitter
+
+
+class _RingScorer(nn.Module):
+    """A parameter-free "teacher": logit 0 = Σ pixels × (+1 on the border ring, -1 in the centre half), logit 1 = 0.
+    A patch zero-padded into the centre scores negative, the same patch upsampled to the full image positive."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        h, w = x.shape[1:3]
+        inside = np.zeros((h, w), np.float32)
+        inside[h // 4:h - h // 4, w // 4:w - w // 4] = 1.0
+        score = jnp.sum(x * (1.0 - 2.0 * inside)[None, :, :, None], axis=(1, 2, 3))
+        return jnp.stack([score, jnp.zeros_like(score)], axis=-1)
+
+
+def test_rded_scores_zero_padded_patches_and_stitches_ranks_across_images():
+    """LINs-lab/RDED ``synthesize/utils.py``: ``selector`` scores each patch zero-padded (centred) to the full size
+    and keeps the ``ipc * factor²`` lowest-CE patches in ascending order; ``mix_images`` puts patch ``k * ipc + i``
+    in grid slot ``k`` (row-major) of image ``i``. Constant candidate images make every crop constant, so the
+    expected set follows in closed form: score = -4 v (centre 2x2 of 4x4), CE = softplus(4 v), lowest v first."""
+    values = np.random.default_rng(0).permutation(np.linspace(0.1, 1.2, 12)).astype(np.float32)
+    candidates = jnp.asarray(np.broadcast_to(values[None, :, None, None, None], (1, 12, 4, 4, 1)))
+    images, _ = decoupled.rded_select(jax.random.PRNGKey(0), _RingScorer(), {}, candidates, ipc=2, factor=2,
+                                      num_crop=2, crop_scale=(0.5, 1.0))
+    ranked = np.sort(values)[:8]  # ascending CE = ascending v
+    want = np.zeros((2, 4, 4, 1), np.float32)
+    for i in range(2):
+        for k in range(4):
+            r, c = divmod(k, 2)
+            want[i, 2 * r:2 * r + 2, 2 * c:2 * c + 2] = ranked[k * 2 + i]
+    np.testing.assert_allclose(np.asarray(images), want, atol=1e-5)
+
+
+def test_rded_crops_are_square():
+    """RDED's ``MultiRandomCrop`` is ``RandomResizedCrop(size // factor, ratio=(1, 1))``: on an image whose channels
+    are the column and row coordinates, a crop's interior step along x equals its step along y (box w / h = 1)."""
+    n = 16
+    cols, rows = np.meshgrid(np.arange(n, dtype=np.float32), np.arange(n, dtype=np.float32))
+    image = np.stack([cols, rows], -1)
+    candidates = jnp.asarray(np.broadcast_to(image, (1, 40, n, n, 2)))
+
+    class Flat(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return jnp.zeros((x.shape[0], 2))
+
+    patches, _ = decoupled.rded_select(jax.random.PRNGKey(3), Flat(), {}, candidates, ipc=40, factor=1,
+                                       num_crop=1, crop_scale=(0.25, 1.0))
+    p = np.asarray(patches)
+    step_x = p[:, n // 2, n // 2 + 1, 0] - p[:, n // 2, n // 2, 0]
+    step_y = p[:, n // 2 + 1, n // 2, 1] - p[:, n // 2, n // 2, 1]
+    assert np.ptp(step_x) > 0.1  # the boxes do vary in size
+    np.testing.assert_allclose(step_x, step_y, rtol=1e-4)
+
+
+def test_recover_roll_shifts_forward_by_zero_to_max_like_sre2l():
+    """SRe2L (``recover/data_synthesis.py``, ``recover_cifar.py``): ``off = random.randint(0, jitter)`` then
+    ``torch.roll(x, shifts=(off1, off2))``: shifts in {0, .., jitter}, never backwards."""
+    image = jnp.zeros((1, 16, 16, 1)).at[0, 0, 0, 0].set(1.0)
+    seen = set()
+    for i in range(200):
+        rolled = np.asarray(decoupled.roll_jitter(jax.random.PRNGKey(i), image, 2))
+        seen.add(tuple(int(v) for v in np.argwhere(rolled[0, :, :, 0] == 1.0)[0]))
+    assert seen == {(dy, dx) for dy in range(3) for dx in range(3)}
 
 
 # ------------------------------------------------------------------------------------------- leak check
@@ -218,6 +334,9 @@ def test_bad_input_one_clear_line(dataset, tmp_path):
     c = tiny_config("rded")
     c.ipc = 30  # more than a class's 6 images x 5 crops
     real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, K)
+    with pytest.raises(ConfigError, match="lower --config.ipc"):
+        algorithms.prepare_data(c, dataset, real)
+    c.ipc = 5  # RDED keeps one crop per candidate image: 5 patches per class need 5 of them, rded.mipc is 4
     with pytest.raises(ConfigError, match="lower --config.ipc"):
         algorithms.prepare_data(c, dataset, real)
     with pytest.raises(ConfigError, match="DSM"):

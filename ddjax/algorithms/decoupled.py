@@ -2,8 +2,8 @@ r"""Decoupled distillation (squeeze → recover → relabel): SRe2L and RDED, an
 
 - squeeze: :mod:`ddjax.squeeze`, made in ``prepare`` (kept in the pretrained store, keyed by the seen domains);
 - recover: an ``(init, step)`` pair. SRe2L (Yin et al., 2023; ``VILA-Lab/SRe2L:recover/data_synthesis.py``)
-  optimises noise images with Adam(0.25, betas (0.5, 0.9)), cosine lr, each step a random flip and a random roll
-  of up to ``H/8`` pixels (the reference's 32 of 224), loss
+  optimises noise images with Adam(0.25, betas (0.5, 0.9)), cosine lr, each step a random flip and a random
+  forward roll of 0..``H/8`` pixels (the reference's 32 of 224, 4 of 32 for CIFAR), loss
   :math:`\mathrm{CE}(\phi(x), y) + r_{bn}\sum_l \rho_l\,(\|\mu_l(x) - \mu_l^{run}\|_2 + \|\sigma^2_l(x) -
   \sigma^{2,run}_l\|_2)` with :math:`\rho_1 = 10` (``first_bn_multiplier``), else 1; images clipped to the valid
   pixel range after every step. Batches are *class-first* (each holds ``batch_ipc`` images of every class); every
@@ -140,10 +140,11 @@ def check_steps(config: Any, name: str, iterations: int, num_batches: int) -> No
 
 
 def roll_jitter(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
-    """SRe2L's random roll of the whole batch by up to ``max_shift`` pixels in each direction."""
+    """SRe2L's random roll of the whole batch: ``off = random.randint(0, jitter)`` per axis, then ``torch.roll(x,
+    shifts=(off1, off2))``, i.e. forward by 0..``max_shift`` pixels (``VILA-Lab/SRe2L:recover/data_synthesis.py``)."""
     k_y, k_x = jax.random.split(key)
-    dy = jax.random.randint(k_y, (), -max_shift, max_shift + 1)
-    dx = jax.random.randint(k_x, (), -max_shift, max_shift + 1)
+    dy = jax.random.randint(k_y, (), 0, max_shift + 1)
+    dx = jax.random.randint(k_x, (), 0, max_shift + 1)
     return jnp.roll(images, (dy, dx), axis=(1, 2))
 
 
@@ -323,25 +324,32 @@ def prepare_sre2l(config: Any, dataset: Any, real: RealPool, mesh: Any, stream: 
 @functools.partial(jax.jit, static_argnames=("model", "ipc", "factor", "num_crop", "crop_scale"))
 def rded_select(key: jax.Array, model: nn.Module, teacher: dict, candidates: jax.Array, *, ipc: int, factor: int,
                 num_crop: int, crop_scale: tuple[float, float]) -> tuple[jax.Array, jax.Array]:
-    """RDED for every class: ``candidates`` ``(K, M, H, W, C)`` real images; each gets ``num_crop`` random resized
-    crops (at ``H/factor``), the one with the lowest teacher CE is kept, the ``ipc * factor²`` lowest of those per
-    class are stitched ``factor × factor`` into ``ipc`` images. Returns ``(images (K*ipc, H, W, C), mean CE)``."""
+    """RDED for every class (``LINs-lab/RDED:synthesize/utils.py``): ``candidates`` ``(K, M, H, W, C)`` real
+    images; each gets ``num_crop`` square random resized crops (``MultiRandomCrop``: ``RandomResizedCrop(H //
+    factor, ratio=(1, 1))``), scored by the teacher's CE on the patch zero-padded (centred) to ``H × W``
+    (``selector``'s ``pad``); the lowest-CE crop of each image is kept, the ``ipc * factor²`` lowest of those per
+    class are stitched ``factor × factor`` into ``ipc`` images with ``mix_images``' layout: grid slot ``k``
+    (row-major) of image ``i`` holds the patch ranked ``k * ipc + i``. Returns ``(images (K*ipc, H, W, C), mean
+    CE)``. (ddjax crops at ``H × W`` and resizes to ``H/factor``; RDED resizes the box to ``H/factor`` directly.)"""
     num_classes, m, h, w, c = candidates.shape
     ph, pw = h // factor, w // factor
+    top, left = (h - ph) // 2, (w - pw) // 2   # RDED's pad: the smaller half of the padding above / left
 
     def one_class(k, label, images):
-        crops = jax.vmap(lambda kk: random_resized_crop(kk, images, scale=crop_scale))(jax.random.split(k, num_crop))
+        crops = jax.vmap(lambda kk: random_resized_crop(kk, images, scale=crop_scale, ratio=(1.0, 1.0)))(
+            jax.random.split(k, num_crop))
         crops = crops.reshape((num_crop * m, h, w, c))
         small = jax.image.resize(crops, (num_crop * m, ph, pw, c), "linear") if factor > 1 else crops
-        scored = jax.image.resize(small, (num_crop * m, h, w, c), "linear") if factor > 1 else small
+        scored = (jnp.pad(small, ((0, 0), (top, h - ph - top), (left, w - pw - left), (0, 0))) if factor > 1
+                  else small)
         logits = model.apply(teacher, scored, train=False)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.full(num_crop * m, label)).reshape(num_crop, m)
         best = jnp.argmin(ce, axis=0)
         best_ce = jnp.min(ce, axis=0)
         patches = small.reshape((num_crop, m, ph, pw, c))[best, jnp.arange(m)]
         order = jnp.argsort(best_ce)[:ipc * factor * factor]
-        chosen = patches[order].reshape((ipc, factor, factor, ph, pw, c))
-        stitched = chosen.transpose(0, 1, 3, 2, 4, 5).reshape((ipc, factor * ph, factor * pw, c))
+        chosen = patches[order].reshape((factor, factor, ipc, ph, pw, c))   # [row, col, image]: rank k * ipc + i
+        stitched = chosen.transpose(2, 0, 3, 1, 4, 5).reshape((ipc, factor * ph, factor * pw, c))
         if factor * ph != h or factor * pw != w:
             stitched = jax.image.resize(stitched, (ipc, h, w, c), "linear")
         return stitched, jnp.mean(best_ce[order])
@@ -360,10 +368,10 @@ def prepare_rded(config: Any, dataset: Any, real: RealPool, mesh: Any, stream: A
     from ddjax.algorithms.base import sample_per_class  # noqa: PLC0415
     hp = config.rded
     smallest = int(np.min(np.asarray(real.counts)))
-    if config.ipc * hp.factor ** 2 > hp.mipc * hp.num_crop or config.ipc > smallest * hp.num_crop:
-        raise ConfigError(f"rded needs ipc * factor^2 = {config.ipc * hp.factor ** 2} patches per class from "
-                          f"{min(hp.mipc, smallest)} candidate images x {hp.num_crop} crops; lower --config.ipc or "
-                          "raise rded.mipc/num_crop")
+    if config.ipc * hp.factor ** 2 > min(hp.mipc, smallest):  # each candidate image gives its one best crop
+        raise ConfigError(f"rded needs ipc * factor^2 = {config.ipc * hp.factor ** 2} patches per class, one per "
+                          f"candidate image, from {min(hp.mipc, smallest)} candidate images (rded.mipc={hp.mipc}, "
+                          f"smallest class {smallest}); lower --config.ipc or raise rded.mipc")
     teachers, _, _ = load_teachers(config, hp, dataset, per_domain=False, stream=stream)
     key = jax.random.PRNGKey(config.seed)
     mipc = min(hp.mipc, smallest)
