@@ -2,7 +2,8 @@
 
     python benchmarks/bench_didd.py [--ipc=10 --hw=28 --width=128 --depth=3 --batch_real=128 --modes=finetune,bilevel]
 
-The paper's scale (Table 6, R-MNIST): ConvNet-3 w128 instance norm, 10 classes, 28×28×1 (random stand-in data),
+The paper's scale (Table 6, R-MNIST) but at MNIST's own 28×28 (§5.1.2 resizes to 32×32, 1.31× the pixels; pass
+``--hw=32``; the recorded rows are at 28): ConvNet-3 w128 instance norm, 10 classes, 1 channel (random stand-in data),
 128 real images per class, IPC 10 with multi-formation factor 2 (40 decoded images per class), colour + crop +
 cutout. Each mode's step is compiled for domains t ≥ 2 only (``didd_step(..., branch="later")``: no ``lax.cond``,
 so XLA's FLOP count is the work that runs). Reports compile seconds, median / min seconds per call over

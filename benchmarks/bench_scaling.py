@@ -37,7 +37,8 @@ CASES = {
     "mtt_tinyimagenet_ipc10": ("mtt", 200, 64, 3, 10, 4, {"syn_steps": 20, "batch_syn": 0}),
     "satm_cifar10_ipc10": ("satm", 10, 32, 3, 10, 3, {"syn_steps": 30, "batch_syn": 0}),
     # DIDD on R-MNIST (Table 6): 128 real images per class, IPC 10 with multi-formation factor 2; both branches of
-    # the step's lax.cond (domain 1 / later domains) are in the program.
+    # the step's lax.cond (domain 1 / later domains) are in the program. At MNIST's 28×28, as recorded in
+    # docs/scaling.md (§5.1.2 resizes to 32×32: 1.31× the pixels).
     "didd_rmnist_ipc10": ("didd", 10, 28, 1, 10, 3, {"batch_real": 128, "factor": 2, "init_mix": False}),
 }
 flags.DEFINE_list("cases", list(CASES), "Which cases (names in CASES).")
