@@ -12,6 +12,7 @@ from ddjax import algorithms, models, relabel, squeeze
 from ddjax.algorithms import decoupled, dtl
 from ddjax.errors import CheckpointError, ConfigError, DataNotFoundError
 from launch.config import base_config
+from style_oracles import np_domain_style, np_normalized_loss
 
 IMAGE_SHAPE = (6, 6, 3)
 K = 3
@@ -146,20 +147,6 @@ def test_dtl_stop_gradient_keeps_psi_losses_off_the_images(teacher, dataset):
     assert float(optax_norm(grad_psi)) > 0.0
 
 
-def _np_style(maps, eps=1e-5):
-    """Eqs. 4-5 in numpy: per-image μ, biased σ² over (H, W); m = mean μ, s = sqrt(mean σ² + eps)."""
-    maps = np.asarray(maps, np.float64)
-    mu = maps.mean(axis=(1, 2))
-    var = ((maps - mu[:, None, None, :]) ** 2).mean(axis=(1, 2))
-    return mu.mean(0), np.sqrt(var.mean(0) + eps)
-
-
-def _np_norm_loss(style, target, eps=1e-5):
-    """Eqs. 8-9 in numpy: each term divided by the population std over channels of its target, mean over C."""
-    (m, s), (mt, st) = style, target
-    return np.mean(((m - mt) / (mt.std() + eps)) ** 2) + np.mean(((s - st) / (st.std() + eps)) ** 2)
-
-
 def test_dtl_style_terms_match_numpy_eqs_5_6_8_9(teacher, dataset):
     """Domain styles (eq. 5, every image of the domain), the average target E_e[m], E_e[s] with its own channel std
     (eqs. 6, 8) and ψ's per-domain terms summed over e (eqs. 7, 9), all from the BN-input maps in numpy."""
@@ -167,8 +154,8 @@ def test_dtl_style_terms_match_numpy_eqs_5_6_8_9(teacher, dataset):
     hp = tiny_config("dtl").dtl
     domains = [(dataset.train_images[:9], None), (dataset.train_images[9:], None)]
     styles = dtl.domain_styles(model, variables, domains)
-    per_domain = [[_np_style(maps) for maps, _, _ in models.bn_inputs(model, variables, jnp.asarray(x))[1]]
-                  for x, _ in domains]
+    per_domain = [[np_domain_style(np.asarray(maps))
+                   for maps, _, _ in models.bn_inputs(model, variables, jnp.asarray(x))[1]] for x, _ in domains]
     for l, (m, s) in enumerate(styles):
         np.testing.assert_allclose(m, np.stack([d[l][0] for d in per_domain]), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(s, np.stack([d[l][1] for d in per_domain]), rtol=1e-4, atol=1e-5)
@@ -184,13 +171,14 @@ def test_dtl_style_terms_match_numpy_eqs_5_6_8_9(teacher, dataset):
     layers = models.bn_inputs(model, variables, x_aug)[1]
     average = [(np.mean([d[l][0] for d in per_domain], 0), np.mean([d[l][1] for d in per_domain], 0))
                for l in range(len(layers))]
-    want = sum(_np_norm_loss(_np_style(maps), average[l]) for l, (maps, _, _) in enumerate(layers))
+    want = sum(np_normalized_loss(np_domain_style(np.asarray(maps)), average[l])
+               for l, (maps, _, _) in enumerate(layers))
     np.testing.assert_allclose(float(metrics["style"]), want, rtol=2e-4)
     want_psi = 0.0
     for e in range(2):
         transferred = psi.apply(psi_params, x_aug, models.domain_weights(jnp.full(4, e), 2))
         for l, (maps, _, _) in enumerate(models.bn_inputs(model, variables, transferred)[1]):
-            want_psi += _np_norm_loss(_np_style(maps), per_domain[e][l])
+            want_psi += np_normalized_loss(np_domain_style(np.asarray(maps)), per_domain[e][l])
     np.testing.assert_allclose(float(metrics["per_style"]), want_psi, rtol=2e-4)
 
 
@@ -332,7 +320,7 @@ def test_bad_input_one_clear_line(dataset, tmp_path):
     with pytest.raises(ConfigError, match="dtl.dsm"):
         algorithms.get_algorithm(c, None, K, IMAGE_SHAPE)
     c = tiny_config("rded")
-    c.ipc = 30  # more than a class's 6 images x 5 crops
+    c.ipc = 30  # more than a class's 6 candidate images
     real = algorithms.make_real_pool(dataset.train_images, dataset.train_labels, K)
     with pytest.raises(ConfigError, match="lower --config.ipc"):
         algorithms.prepare_data(c, dataset, real)
