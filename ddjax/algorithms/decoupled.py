@@ -368,13 +368,13 @@ def prepare_rded(config: Any, dataset: Any, real: RealPool, mesh: Any, stream: A
     from ddjax.algorithms.base import sample_per_class  # noqa: PLC0415
     hp = config.rded
     smallest = int(np.min(np.asarray(real.counts)))
-    if config.ipc * hp.factor ** 2 > min(hp.mipc, smallest):  # each candidate image gives its one best crop
+    mipc = min(hp.mipc, smallest)
+    if config.ipc * hp.factor ** 2 > mipc:  # each candidate image gives its one best crop
         raise ConfigError(f"rded needs ipc * factor^2 = {config.ipc * hp.factor ** 2} patches per class, one per "
-                          f"candidate image, from {min(hp.mipc, smallest)} candidate images (rded.mipc={hp.mipc}, "
+                          f"candidate image, from {mipc} candidate images (rded.mipc={hp.mipc}, "
                           f"smallest class {smallest}); lower --config.ipc or raise rded.mipc")
     teachers, _, _ = load_teachers(config, hp, dataset, per_domain=False, stream=stream)
     key = jax.random.PRNGKey(config.seed)
-    mipc = min(hp.mipc, smallest)
     candidates = sample_per_class(jax.random.fold_in(key, 1), real, mipc)
     model = squeeze.build_squeeze_model(hp.squeeze, dataset.num_classes)
     images, ce = rded_select(jax.random.fold_in(key, 2), model, pick(teachers, 0), candidates, ipc=config.ipc,
