@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from ddjax.models import conv
 from ddjax.models.conv import conv_general_dilated as custom_conv
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -117,3 +118,35 @@ def test_meta_gradient_transposes_the_kernel_gradient_as_convolutions(c_in):
     _, outer = _meta_loss(_mine, padding)
     shapes = {tuple(eqn.outvars[0].aval.shape) for eqn in _gradient_equations(outer, x, k, "dot_general")}
     assert shapes and shapes <= {(3 * c_in, 16), (c_in, 16)}, shapes
+
+
+def test_kernel_gradient_chunk_is_the_largest_fitting_divisor_of_the_batch():
+    # MTT's three layers at batch 100, float32, the 3 MiB default: 16×16 128→128 (262,144 bytes an image, 12
+    # fit, largest divisor 10); 8×8 (65,536 bytes, 48 fit → 25); 32×32 1→128 (528,384 bytes, 5 fit → 5)
+    limit = conv._DK_CHUNK_BYTES
+    assert conv.dk_chunk((100, 16, 16, 128), (100, 16, 16, 128), 4, limit) == 10
+    assert conv.dk_chunk((100, 8, 8, 128), (100, 8, 8, 128), 4, limit) == 25
+    assert conv.dk_chunk((100, 32, 32, 1), (100, 32, 32, 128), 4, limit) == 5
+    assert conv.dk_chunk((10, 16, 16, 128), (10, 16, 16, 128), 4, limit) == 10      # 2.6 MB: whole
+    assert conv.dk_chunk((97, 16, 16, 128), (97, 16, 16, 128), 4, limit) == 97      # prime: no divisor ≥ 2 fits
+    assert conv.dk_chunk((6, 4, 4, 3), (6, 4, 4, 5), 8, 2 * 8 * (16 * 3 + 16 * 5)) == 2
+
+
+@pytest.mark.parametrize("c_in", [3, 20])   # stacked-shift and nine-product paths
+def test_chunked_kernel_gradient_matches_stock_conv_to_second_order_float64(monkeypatch, c_in):
+    """On one CPU, a batch over ``_DK_CHUNK_BYTES`` sums its kernel gradient over chunks in a ``lax.scan``: same
+    values, first- and second-order gradients as stock ``lax.conv``. Forced here (the suite has 8 devices) with a
+    limit of two images, so 6 images take 3 chunks."""
+    padding = ((1, 1), (1, 1))
+    monkeypatch.setattr(conv, "_one_cpu", lambda: True)
+    monkeypatch.setattr(conv, "_DK_CHUNK_BYTES", 2 * 8 * 6 * 5 * (c_in + 10))
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(1)
+        x = jnp.asarray(rng.normal(size=(6, 6, 5, c_in)))
+        k = jnp.asarray(rng.normal(size=(3, 3, c_in, 10)) / np.sqrt(9 * c_in))
+        _, outer = _meta_loss(_mine, padding)
+        lengths = [eqn.params["length"] for eqn in _gradient_equations(outer, x, k, "scan")]
+        assert lengths and set(lengths) == {3}   # each kernel gradient of the meta-gradient: 3 chunks
+        mine, stock = _derivatives(_mine, padding)(x, k), _derivatives(_stock, padding)(x, k)
+        for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(stock), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * float(np.max(np.abs(b))))

@@ -29,6 +29,7 @@ Forward-mode (``jax.jvp``) through this function raises, as for any ``custom_vjp
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -40,6 +41,9 @@ _DN = ("NHWC", "HWIO", "NHWC")
 _STACK_CHANNELS = 48
 #: At most this many output channels take :func:`narrow_conv` (one product + shifted adds) for the value.
 _NARROW_OUT = 8
+#: On one CPU, :func:`kernel_gradient` sums over chunks of the batch whose input and output gradient take at most
+#: this many bytes (a sweep of chunk sizes on three ConvNet layers: docs/performance.md).
+_DK_CHUNK_BYTES = 3 << 20
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any, lhs_dilation=None,
@@ -121,7 +125,44 @@ def kernel_gradient(padding: tuple[tuple[int, int], tuple[int, int]], x: jax.Arr
     """``∂L/∂k`` of a stride-1 NHWC/HWIO convolution as shifted matrix products (module doc):
     ``dk[a, b] = X_ab^T G`` with ``X_ab`` the input window shifted by ``(a, b)`` and ``G`` the output gradient,
     both flattened to ``(N·H'·W', ·)``. Few input channels (the first layer): the ``kw`` horizontal shifts are
-    stacked along channels first, so each product has ``kw·C_in`` rows instead of ``C_in``."""
+    stacked along channels first, so each product has ``kw·C_in`` rows instead of ``C_in``.
+
+    On one CPU device a batch whose input and output gradient exceed :data:`_DK_CHUNK_BYTES` is summed
+    ``c`` images at a time in a ``lax.scan`` (``dk = Σ_chunks dk_chunk``, exact up to float summation order),
+    ``c`` the largest divisor of the batch that fits: a chunk's shifted copies are still in cache when its products
+    read them. 100×16×16, 128→128: 107–120 ms whole, 56–58 ms in chunks of 5–10 (docs/performance.md)."""
+    n = g.shape[0]
+    chunk = dk_chunk(x.shape, g.shape, x.dtype.itemsize, _DK_CHUNK_BYTES) if _one_cpu() else n
+    if chunk == n:
+        return _kernel_gradient_whole(padding, x, g, kernel_size)
+
+    def add_chunk(total, xg):
+        return total + _kernel_gradient_whole(padding, xg[0], xg[1], kernel_size), None
+
+    split = lambda a: a.reshape((n // chunk, chunk) + a.shape[1:])  # noqa: E731
+    zero = jnp.zeros(kernel_size + (x.shape[-1], g.shape[-1]), jnp.result_type(x, g))
+    return lax.scan(add_chunk, zero, (split(x), split(g)))[0]
+
+
+def _one_cpu() -> bool:
+    """One device and it is a CPU: chunking a batch axis there cannot split a sharded axis or serialise a GPU."""
+    return jax.device_count() == 1 and jax.default_backend() == "cpu"
+
+
+def dk_chunk(x_shape: tuple[int, ...], g_shape: tuple[int, ...], itemsize: int, max_bytes: int) -> int:
+    """Images per step of :func:`kernel_gradient`'s chunked sum: the largest divisor ``c ≥ 2`` of the batch whose
+    ``c`` inputs and output gradients take at most ``max_bytes``; the whole batch when it fits already or no such
+    divisor exists."""
+    n = g_shape[0]
+    per_image = (math.prod(x_shape[1:]) + math.prod(g_shape[1:])) * itemsize
+    if n * per_image <= max_bytes:
+        return n
+    chunk = max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * per_image <= max_bytes))
+    return chunk if chunk >= 2 else n
+
+
+def _kernel_gradient_whole(padding, x, g, kernel_size):
+    """:func:`kernel_gradient` of the whole batch in one set of products."""
     kh, kw = kernel_size
     n, h, w, c_out = g.shape
     c_in = x.shape[-1]
