@@ -26,6 +26,7 @@ from absl import app, flags
 from ddjax import algorithms, evaluate, models
 from ddjax.algorithms import distribution_family
 from launch.config import base_config
+from launch.malloc import reexec_with_tuned_malloc
 
 from common import time_calls, time_step, xla_analysis
 
@@ -103,4 +104,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    reexec_with_tuned_malloc()   # what the launch commands run with (launch/malloc.py); DDJAX_MALLOC_TUNABLES=off
     app.run(main)

@@ -3,6 +3,7 @@ read XLA's static FLOP and memory counts. Imported by the ``bench_*.py`` scripts
 ``python benchmarks/bench_x.py``, which puts this folder on ``sys.path``)."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -46,7 +47,8 @@ def time_step(step: Callable, state: Any, data: Any, repeats: int, jit: Callable
         return metrics["loss"]
 
     jax.block_until_ready(call())
-    out = {"compile_s": compile_s, "times": time_calls(call, repeats), **analyse(compiled)}
+    out = {"compile_s": compile_s, "times": time_calls(call, repeats), **analyse(compiled),
+           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}   # launch/malloc.py: they change the timing
     if profile_dir:
         import trace_summary   # noqa: PLC0415  (benchmarks/ is on sys.path, as for this module)
         out["profile"] = trace_summary.summarise(trace_summary.trace_call(call, profile_dir), compiled.as_text())
