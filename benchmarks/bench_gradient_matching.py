@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from common import time_step, xla_analysis
+from common import time_step, whole_batch_kernel_gradients, xla_analysis
 
 from ddjax import algorithms, models
 from ddjax.algorithms import dream, gradient_matching as gm, idc
@@ -89,8 +89,9 @@ def _time(spec: gm.MatchingSpec, real, count_flops: bool = True) -> dict:
     if FLAGS.exact_flops and count_flops:
         # The same step with no loop left for XLA's cost analysis to count once: classes vmapped, rounds,
         # network steps and embedding chunks unrolled. Compiled for the count only, never run.
-        counted = _algorithm(dataclasses.replace(spec, class_axis="vmap", unroll="rounds_net_embed"), model)
-        out["flops_step"] = xla_analysis(jax.jit(counted.step).lower(state, real).compile())["flops"]
+        with whole_batch_kernel_gradients():   # and no chunked kernel gradients (benchmarks/common.py)
+            counted = _algorithm(dataclasses.replace(spec, class_axis="vmap", unroll="rounds_net_embed"), model)
+            out["flops_step"] = xla_analysis(jax.jit(counted.step).lower(state, real).compile())["flops"]
     return out
 
 

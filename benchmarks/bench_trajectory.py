@@ -13,7 +13,8 @@ learning rate (SGD momentum 0.5), on random stand-in data and a random-walk stan
 ``N`` in ``--memory_steps``, ``iota`` in {0, N/3, 2N/3} and remat off/on, plus the ratio to the naive full unroll
 (iota 0, no remat) of the same ``N``. ``--what=compile`` compiles the ``--algorithm`` step for every ``N`` in
 ``--memory_steps`` with the given ``--scan_unroll``/``--remat`` and reports compile seconds and temporary bytes. FLOPs: XLA counts a rolled loop body once, so FLOPs are reported for
-fully unrolled programs only (``--what=time`` on CPU).
+fully unrolled programs only (``--what=time`` on CPU), counted on a copy of the step whose kernel gradients are not
+chunked (``ddjax.models.conv`` sums them over batch chunks in a loop on one CPU).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from ddjax import algorithms, experts, models
 from launch.config import base_config
 from launch.malloc import reexec_with_tuned_malloc
 
-from common import time_step, xla_analysis
+from common import time_step, whole_batch_kernel_gradients, xla_analysis
 
 flags.DEFINE_enum("what", "time", ["time", "memory", "compile"],
                   "Time one step, the temp-memory grid, or compile time and memory per N.")
@@ -83,6 +84,11 @@ def bench_time() -> dict:
     algo, state, buffer = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)
     run = time_step(algo.step, state, buffer, FLAGS.repeats, profile_dir=FLAGS.profile_dir)
     times, compile_s = run.pop("times"), run.pop("compile_s")
+    # XLA counts a loop body once, and on one CPU the convs' kernel gradients are summed over batch chunks in a
+    # lax.scan (ddjax.models.conv): count the FLOPs of the same step built with whole-batch kernel gradients
+    with whole_batch_kernel_gradients():
+        whole, whole_state, _ = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)
+        run["flops"] = xla_analysis(jax.jit(whole.step).lower(whole_state, buffer).compile())["flops"]
     info = run
     median = statistics.median(times)
     return {"bench": "trajectory_step", "algorithm": FLAGS.algorithm, "channels": FLAGS.channels, "hw": FLAGS.hw,

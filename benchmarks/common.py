@@ -3,9 +3,10 @@ read XLA's static FLOP and memory counts. Imported by the ``bench_*.py`` scripts
 ``python benchmarks/bench_x.py``, which puts this folder on ``sys.path``)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 
@@ -19,6 +20,23 @@ def xla_analysis(compiled: Any) -> dict:
     return {"flops": float(cost.get("flops", float("nan"))) if cost else None,
             "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else None,
             "argument_bytes": int(getattr(mem, "argument_size_in_bytes", -1)) if mem is not None else None}
+
+
+@contextlib.contextmanager
+def whole_batch_kernel_gradients() -> Iterator[None]:
+    """A context in which steps traced compute every kernel gradient over the whole batch at once: on one CPU
+    ``ddjax.models.conv`` sums it over batch chunks in a ``lax.scan``, whose body XLA's cost analysis counts once.
+    Build and compile a step's FLOP-counting copy inside it. JAX's trace caches are cleared on entry and exit (a
+    cached trace of the conv's rules would otherwise keep, or leak, the chunked form)."""
+    from unittest import mock   # noqa: PLC0415
+
+    from ddjax.models import conv   # noqa: PLC0415
+    jax.clear_caches()
+    try:
+        with mock.patch.object(conv, "_one_cpu", lambda: False):
+            yield
+    finally:
+        jax.clear_caches()
 
 
 def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
