@@ -50,3 +50,4 @@ def test_reexecuted_process_keeps_large_blocks_in_the_heap(opt_out):
         assert out == ["False", "True"], out   # glibc's default: an mmap'd block, above the break (the check can fail)
     else:
         assert out == [malloc.TUNABLES, "True", "True"], out
+
