@@ -26,7 +26,6 @@ from absl import app, flags
 from ddjax import algorithms, models
 from ddjax.algorithms import didd
 from launch.config import base_config
-from launch.malloc import reexec_with_tuned_malloc
 
 from common import time_step
 
@@ -76,5 +75,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    reexec_with_tuned_malloc()   # what the launch commands run with (launch/malloc.py); DDJAX_MALLOC_TUNABLES=off
     app.run(main)

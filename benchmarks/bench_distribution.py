@@ -24,7 +24,6 @@ from absl import app, flags
 
 from ddjax import algorithms, models, teachers
 from launch.config import base_config
-from launch.malloc import reexec_with_tuned_malloc
 
 from common import time_step
 
@@ -91,5 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    reexec_with_tuned_malloc()   # what the launch commands run with (launch/malloc.py); DDJAX_MALLOC_TUNABLES=off
     app.run(main)

@@ -26,7 +26,6 @@ from absl import app, flags
 from ddjax import algorithms, evaluate, models
 from ddjax.algorithms import distribution_family
 from launch.config import base_config
-from launch.malloc import reexec_with_tuned_malloc
 
 from common import time_calls, time_step, whole_batch_kernel_gradients, xla_analysis
 
@@ -104,5 +103,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    reexec_with_tuned_malloc()   # what the launch commands run with (launch/malloc.py); DDJAX_MALLOC_TUNABLES=off
     app.run(main)

@@ -32,7 +32,6 @@ from common import time_step, whole_batch_kernel_gradients, xla_analysis
 from ddjax import algorithms, models
 from ddjax.algorithms import dream, gradient_matching as gm, idc
 from launch.config import base_config
-from launch.malloc import reexec_with_tuned_malloc
 
 flags.DEFINE_list("algorithms", ["dc", "idc", "dream"], "Which steps to time.")
 flags.DEFINE_integer("ipc", 10, "Synthetic images per class.")
@@ -133,5 +132,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    reexec_with_tuned_malloc()   # what the launch commands run with (launch/malloc.py); DDJAX_MALLOC_TUNABLES=off
     app.run(main)

@@ -76,7 +76,6 @@ from benchmarks.bench_scaling import collective_bytes  # noqa: E402
 from ddjax import algorithms, experts, models  # noqa: E402
 from ddjax.sharding import jit_step, make_mesh, replicate  # noqa: E402
 from launch.config import base_config  # noqa: E402
-from launch.malloc import reexec_with_tuned_malloc  # noqa: E402
 
 
 def build(algorithm: str, n: int, mesh, args: argparse.Namespace):
@@ -206,5 +205,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    reexec_with_tuned_malloc()   # what the launch commands run with (launch/malloc.py); DDJAX_MALLOC_TUNABLES=off
     main(ARGS)

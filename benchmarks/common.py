@@ -66,7 +66,7 @@ def time_step(step: Callable, state: Any, data: Any, repeats: int, jit: Callable
 
     jax.block_until_ready(call())
     out = {"compile_s": compile_s, "times": time_calls(call, repeats), **analyse(compiled),
-           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}   # launch/malloc.py: they change the timing
+           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}   # malloc settings change the timing a lot
     if profile_dir:
         import trace_summary   # noqa: PLC0415  (benchmarks/ is on sys.path, as for this module)
         out["profile"] = trace_summary.summarise(trace_summary.trace_call(call, profile_dir), compiled.as_text())

@@ -72,8 +72,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from launch.malloc import reexec_with_tuned_malloc
-    reexec_with_tuned_malloc()   # once, before JAX starts (launch/malloc.py: XLA:CPU's page faults)
     # Defined here, not at import (absl refuses a flag defined twice when launch modules are imported together).
     flags.DEFINE_string("workdir", None, "The finished run whose set to evaluate (holds config.json).")
     flags.DEFINE_string("arch", None, "Architecture, e.g. ConvNet, ConvNetW64, AlexNet, VGG11, ResNet18BN.")

@@ -43,8 +43,6 @@ def main(argv):
     cli.run_or_exit(make_experts, FLAGS.config)
 
 if __name__ == "__main__":
-    from launch.malloc import reexec_with_tuned_malloc
-    reexec_with_tuned_malloc()   # once, before JAX starts (launch/malloc.py: XLA:CPU's page faults)
     # Defined here, not at import: tests and users import make_* from several launch modules at once, and absl
     # refuses a flag defined twice.
     config_flags.DEFINE_config_file("config", None, "Path to a ddjax config file for mtt or satm.", lock_config=True)

@@ -62,8 +62,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from launch.malloc import reexec_with_tuned_malloc
-    reexec_with_tuned_malloc()   # once, before JAX starts (launch/malloc.py: XLA:CPU's page faults)
     if any(arg.split("=")[0] in ("--help", "-h", "-?", "--helpshort", "--helpfull") for arg in sys.argv[1:]):
         __doc__ = cli.help_text("python -m launch.main")   # absl prints __main__'s docstring as the usage
     app.run(main)

@@ -5,8 +5,6 @@ import os
 import shutil
 import tempfile
 
-from launch import malloc  # no JAX in it
-
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA without most of its optimisation work in every test process (jax's `jax_disable_most_optimizations`; the
@@ -15,10 +13,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # of CPU, test_evaluate + test_dm 116 -> 56 s); the program and its IEEE arithmetic are the same, only the machine
 # code is slower, which the suite's tiny programs do not feel. Speed is measured in benchmarks/, not here.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-# The launch commands' glibc malloc tunables (launch/malloc.py) for the xdist workers and subprocess runs, which
-# inherit this environment: a subprocess command then finds them set and does not re-execute. 2026-12-07, idle:
-# tests/test_models.py + test_dm.py 58.3–60.7 s without, 50.0–58.3 s with.
-os.environ.setdefault("GLIBC_TUNABLES", malloc.TUNABLES)
 # No launcher cache beside each run's tmp workdir (launch.compile_cache's "auto"); subprocess runs inherit this.
 os.environ.setdefault("DDJAX_CACHE", "off")
 
