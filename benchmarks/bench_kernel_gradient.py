@@ -10,23 +10,11 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from ddjax.models import conv
 
 PAD = ((1, 1), (1, 1))
-
-
-def chunked(n: int, chunk: int, c_in: int, c_out: int):
-    """The kernel gradient summed over ``n // chunk`` chunks (the library's own chunking, forced)."""
-    def f(x, g):
-        def add(total, xg):
-            return total + conv._kernel_gradient_whole(PAD, xg[0], xg[1], (3, 3)), None
-        split = lambda a: a.reshape((n // chunk, chunk) + a.shape[1:])  # noqa: E731
-        return lax.scan(add, jnp.zeros((3, 3, c_in, c_out)), (split(x), split(g)))[0]
-    return f
 
 
 def main(argv: list[str]) -> None:
@@ -37,7 +25,8 @@ def main(argv: list[str]) -> None:
     ref = np.asarray(whole(x, g))
     flops = 2 * 9 * c_in * c_out * n * side * side
     for chunk in [n] + [int(v) for v in argv[5].split(",")]:
-        f = whole if chunk == n else jax.jit(chunked(n, chunk, c_in, c_out))
+        f = whole if chunk == n else jax.jit(
+            lambda x, g, chunk=chunk: conv.kernel_gradient_in_chunks(PAD, x, g, (3, 3), chunk))
         err = float(np.abs(np.asarray(f(x, g)) - ref).max() / np.abs(ref).max())
         times = []
         for _ in range(11):

@@ -86,8 +86,8 @@ def bench_time() -> dict:
     # XLA counts a loop body once, and on one CPU the convs' kernel gradients are summed over batch chunks in a
     # lax.scan (ddjax.models.conv): count the FLOPs of the same step built with whole-batch kernel gradients
     with whole_batch_kernel_gradients():
-        whole, whole_state, _ = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)
-        run["flops"] = xla_analysis(jax.jit(whole.step).lower(whole_state, buffer).compile())["flops"]
+        whole = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)[0]
+        run["flops"] = xla_analysis(jax.jit(whole.step).lower(state, buffer).compile())["flops"]
     info = run
     median = statistics.median(times)
     return {"bench": "trajectory_step", "algorithm": FLAGS.algorithm, "channels": FLAGS.channels, "hw": FLAGS.hw,

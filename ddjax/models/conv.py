@@ -137,6 +137,14 @@ def kernel_gradient(padding: tuple[tuple[int, int], tuple[int, int]], x: jax.Arr
     chunk = dk_chunk(x.shape, g.shape, x.dtype.itemsize, _DK_CHUNK_BYTES) if _one_cpu() else n
     if chunk == n:
         return _kernel_gradient_whole(padding, x, g, kernel_size)
+    return kernel_gradient_in_chunks(padding, x, g, kernel_size, chunk)
+
+
+def kernel_gradient_in_chunks(padding, x: jax.Array, g: jax.Array, kernel_size: tuple[int, int],
+                              chunk: int) -> jax.Array:
+    """:func:`kernel_gradient`'s value as ``Σ`` over ``chunk``-image slices of the batch in a ``lax.scan``
+    (``chunk`` divides the batch)."""
+    n = g.shape[0]
 
     def add_chunk(total, xg):
         return total + _kernel_gradient_whole(padding, xg[0], xg[1], kernel_size), None
@@ -159,8 +167,7 @@ def dk_chunk(x_shape: tuple[int, ...], g_shape: tuple[int, ...], itemsize: int, 
     per_image = (math.prod(x_shape[1:]) + math.prod(g_shape[1:])) * itemsize
     if n * per_image <= max_bytes:
         return n
-    chunk = max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * per_image <= max_bytes))
-    return chunk if chunk >= 2 else n
+    return max((d for d in range(2, n) if n % d == 0 and d * per_image <= max_bytes), default=n)
 
 
 def _kernel_gradient_whole(padding, x, g, kernel_size):
