@@ -22,6 +22,7 @@ import json
 import platform
 import statistics
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,10 @@ flags.DEFINE_integer("batch_real", 0, "Real images per class per round (0 = the 
 flags.DEFINE_integer("net_epochs", -1, "DC: network epochs between rounds (-1 = DC's schedule).")
 flags.DEFINE_integer("net_samples", -1, "IDC/DREAM+: real samples the network trains on per round (-1 = default).")
 flags.DEFINE_list("unroll", ["auto"], "Loop-unrolling choices to time (auto, none, classes, classes_rounds, ...).")
+flags.DEFINE_string("profile_dir", None, "Also trace one call of each step there and add its summary "
+                    "(benchmarks/trace_summary.py) to the line as `profile`.")
+flags.DEFINE_integer("real_grad_chunk", -1, "Images per chunk of the real gradients on one CPU device "
+                     "(gradient_matching.REAL_GRAD_CHUNK; -1: the library's, 0: whole batch).")
 flags.DEFINE_bool("exact_flops", True, "Also compile a loop-free copy of each step to count its FLOPs (not run).")
 FLAGS = flags.FLAGS
 SHAPE, K = (28, 28, 1), 10
@@ -81,14 +86,14 @@ def _time(spec: gm.MatchingSpec, real, count_flops: bool = True) -> dict:
     model = models.build_model("convnet", K, width=FLAGS.width, depth=3)
     algo = _algorithm(spec, model)
     state = algo.init(jax.random.PRNGKey(0), algorithms.init_synthetic(jax.random.PRNGKey(1), real, FLAGS.ipc))
-    out = time_step(algo.step, state, real, FLAGS.repeats)
+    out = time_step(algo.step, state, real, FLAGS.repeats, profile_dir=FLAGS.profile_dir if count_flops else None)
     out["median_s"] = statistics.median(out.pop("times"))
     out["compile_s"] = round(out["compile_s"], 2)
     out["flops_loop_bodies"] = out.pop("flops")
     if FLAGS.exact_flops and count_flops:
         # The same step with no loop left for XLA's cost analysis to count once: classes vmapped, rounds,
-        # network steps and embedding chunks unrolled. Compiled for the count only, never run.
-        with whole_batch_kernel_gradients():   # and no chunked kernel gradients (benchmarks/common.py)
+        # network steps and embedding chunks unrolled, real gradients whole. Compiled for the count only, never run.
+        with mock.patch.object(gm, "REAL_GRAD_CHUNK", 0), whole_batch_kernel_gradients():   # (benchmarks/common.py)
             counted = _algorithm(dataclasses.replace(spec, class_axis="vmap", unroll="rounds_net_embed"), model)
             out["flops_step"] = xla_analysis(jax.jit(counted.step).lower(state, real).compile())["flops"]
     return out
@@ -96,6 +101,8 @@ def _time(spec: gm.MatchingSpec, real, count_flops: bool = True) -> dict:
 
 def main(argv):
     del argv
+    if FLAGS.real_grad_chunk >= 0:
+        gm.REAL_GRAD_CHUNK = FLAGS.real_grad_chunk
     rng = np.random.default_rng(0)
     real = algorithms.RealPool(jnp.asarray(rng.normal(size=(K, FLAGS.pool) + SHAPE), jnp.float32),
                                jnp.full((K,), FLAGS.pool, jnp.int32))
@@ -107,7 +114,7 @@ def main(argv):
                   "width": FLAGS.width, "batch_real": spec.batch_real, "factor": spec.factor,
                   "net_steps_per_round": (spec.net_epochs if spec.net_source == "synthetic"
                                           else -(-spec.net_samples // spec.net_batch)),
-                  "pool": FLAGS.pool, "median_s": round(out["median_s"], 3),
+                  "pool": FLAGS.pool, "real_grad_chunk": gm.REAL_GRAD_CHUNK, "median_s": round(out["median_s"], 3),
                   "per_round_s": round(out["median_s"] / spec.rounds, 3), **{k: v for k, v in out.items()
                                                                            if k != "median_s"}}
         if out.get("flops_step"):

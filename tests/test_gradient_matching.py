@@ -280,3 +280,41 @@ def test_bad_spec_values_are_one_line():
     with pytest.raises(ConfigError, match="expected"):
         algo.init(jax.random.PRNGKey(0), algorithms.SyntheticSet(jnp.zeros((5,) + SHAPE), jnp.zeros(5, jnp.int32)))
 
+
+
+def test_real_statistics_in_chunks_equal_the_whole_batch_and_skip_batch_norm(monkeypatch):
+    """``class_stats_in_chunks`` on 12 images: the chunk is the largest divisor of 12 up to the limit (8 → 6,
+    5 → 4), the whole batch when that divisor is below ``MIN_REAL_GRAD_CHUNK`` (3 → 3 < 4), is the batch (12) or
+    the net has batch norm; the gradient and mean embedding equal one pass over the whole batch."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(12,) + SHAPE), jnp.float32)
+    seen = []
+    plain = gm.class_stats
+
+    def recording(model, rest, params, images, label):
+        seen.append(images.shape[0])   # once per trace: lax.scan traces its body once
+        return plain(model, rest, params, images, label)
+
+    monkeypatch.setattr(gm, "class_stats", recording)
+    for norm, limit, chunk in (("instance", 8, 6), ("instance", 5, 4), ("instance", 3, 12), ("instance", 12, 12),
+                               ("batch", 8, 12)):
+        model = models.build_model("convnet", K, width=8, depth=2, norm=norm)
+        variables = models.init_model(model, jax.random.PRNGKey(0), SHAPE)
+        rest = {k: v for k, v in variables.items() if k != "params"}
+        seen.clear()
+        out = gm.class_stats_in_chunks(model, rest, variables["params"], x, jnp.int32(1), limit)
+        assert seen[-1] == chunk, (norm, limit, seen)
+        whole = plain(model, rest, variables["params"], x, jnp.int32(1))
+        for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(whole)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_real_gradients_are_chunked_on_one_cpu_device_only():
+    """The step sums real gradients in chunks of ``REAL_GRAD_CHUNK`` on one CPU device; over a mesh each device's
+    share of the batch stays whole."""
+    from ddjax.sharding import make_mesh
+
+    config = _config(outer_loop=1, inner_loop=1)
+    one, mesh = gm.make(config, _model(), K, SHAPE).step, gm.make(config, _model(), K, SHAPE, mesh=make_mesh()).step
+    assert one.func is mesh.func is gm.matching_step
+    assert one.args[0].real_chunk == gm.REAL_GRAD_CHUNK == 8
+    assert mesh.args[0].real_chunk == 0

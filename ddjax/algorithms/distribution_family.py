@@ -41,7 +41,8 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from ddjax import augment, losses, models, teachers
-from ddjax.algorithms.base import Algorithm, DistillState, RealPool, SyntheticSet, Term, apply_gradients, siamese_dsa
+from ddjax.algorithms.base import (Algorithm, DistillState, RealPool, SyntheticSet, Term, apply_gradients,
+                                  largest_divisor, one_cpu, siamese_dsa)
 from ddjax.algorithms.gradient_matching import Parameterization, decode, plain, stored_images, with_stored
 from ddjax.algorithms.multiformation import check_factor
 from ddjax.algorithms.samplers import RealSampler, random_real
@@ -253,7 +254,7 @@ def chunked(features: Callable[[Any, jax.Array], Features], max_chunk: int
     Same values for a per-sample network: each image's features depend on that image only."""
     def run(variables: Any, images: jax.Array) -> Features:
         k, n = images.shape[:2]
-        c = max(d for d in range(1, min(max_chunk, k * n) + 1) if (k * n) % d == 0)
+        c = largest_divisor(k * n, max_chunk)
         if c < MIN_REAL_CHUNK or c == k * n or "batch_stats" in variables:
             return features(variables, images)
         parts = jax.lax.map(lambda x: features(variables, x), images.reshape((k * n // c, 1, c) + images.shape[2:]))
@@ -300,10 +301,9 @@ def distribution_matching(config: ml_collections.ConfigDict, hp: ml_collections.
     images = images or plain(config.ipc)
     check_factor(images.factor, tuple(image_shape))
     features = features or embeddings(model)
-    one_cpu = mesh is None and jax.default_backend() == "cpu"
     family = Family(model=model, num_classes=num_classes, ipc=config.ipc, image_shape=tuple(image_shape),
                     strategy=config.dsa_strategy, terms=tuple(terms), features=features,
-                    real_features=chunked(features, REAL_CHUNK) if one_cpu else features,
+                    real_features=chunked(features, REAL_CHUNK) if one_cpu(mesh) else features,
                     sampler=sampler or random_real(hp.batch_real), real_pool=real_pool,
                     split=flat_batch_splitter(mesh), tx=optax.sgd(hp.lr_img, momentum=hp.momentum),
                     networks=networks or fresh_networks(model, image_shape), images=images, initial=initial)
