@@ -46,8 +46,8 @@ flags.DEFINE_integer("net_samples", -1, "IDC/DREAM+: real samples the network tr
 flags.DEFINE_list("unroll", ["auto"], "Loop-unrolling choices to time (auto, none, classes, classes_rounds, ...).")
 flags.DEFINE_string("profile_dir", None, "Also trace one call of each step there and add its summary "
                     "(benchmarks/trace_summary.py) to the line as `profile`.")
-flags.DEFINE_integer("real_grad_chunk", -1, "Images per chunk of the real gradients on one CPU device "
-                     "(gradient_matching.REAL_GRAD_CHUNK; -1: the library's, 0: whole batch).")
+flags.DEFINE_integer("grad_chunk", -1, "Images per chunk of the first-order batch gradients (real statistics, "
+                     "network steps) on one CPU device (gradient_matching.GRAD_CHUNK; -1: the library's, 0: whole).")
 flags.DEFINE_bool("exact_flops", True, "Also compile a loop-free copy of each step to count its FLOPs (not run).")
 FLAGS = flags.FLAGS
 SHAPE, K = (28, 28, 1), 10
@@ -92,17 +92,26 @@ def _time(spec: gm.MatchingSpec, real, count_flops: bool = True) -> dict:
     out["flops_loop_bodies"] = out.pop("flops")
     if FLAGS.exact_flops and count_flops:
         # The same step with no loop left for XLA's cost analysis to count once: classes vmapped, rounds,
-        # network steps and embedding chunks unrolled, real gradients whole. Compiled for the count only, never run.
-        with mock.patch.object(gm, "REAL_GRAD_CHUNK", 0), whole_batch_kernel_gradients():   # (benchmarks/common.py)
+        # network steps and embedding chunks unrolled, batch gradients whole. Compiled for the count only, never run.
+        with mock.patch.object(gm, "GRAD_CHUNK", 0), whole_batch_kernel_gradients():   # (benchmarks/common.py)
             counted = _algorithm(dataclasses.replace(spec, class_axis="vmap", unroll="rounds_net_embed"), model)
             out["flops_step"] = xla_analysis(jax.jit(counted.step).lower(state, real).compile())["flops"]
     return out
 
 
+def _net_steps_per_round(spec: gm.MatchingSpec) -> int:
+    """SGD steps of the network between rounds: DC's epochs over the decoded synthetic set in batches of
+    ``min(net_batch, n)`` (``synthetic_sgd``), or IDC's ``⌈net_samples / net_batch⌉`` (``real_data_sgd``)."""
+    if spec.net_source == "synthetic":
+        n = K * spec.decoded_per_class
+        return spec.net_epochs * -(-n // min(spec.net_batch, n))
+    return -(-spec.net_samples // spec.net_batch)
+
+
 def main(argv):
     del argv
-    if FLAGS.real_grad_chunk >= 0:
-        gm.REAL_GRAD_CHUNK = FLAGS.real_grad_chunk
+    if FLAGS.grad_chunk >= 0:
+        gm.GRAD_CHUNK = FLAGS.grad_chunk
     rng = np.random.default_rng(0)
     real = algorithms.RealPool(jnp.asarray(rng.normal(size=(K, FLAGS.pool) + SHAPE), jnp.float32),
                                jnp.full((K,), FLAGS.pool, jnp.int32))
@@ -112,9 +121,8 @@ def main(argv):
         record = {"benchmark": "gradient_matching", "algorithm": name, "ipc": FLAGS.ipc, "rounds": spec.rounds,
                   "unroll": "_".join(sorted(gm.resolve_unroll(unroll))) or "none",
                   "width": FLAGS.width, "batch_real": spec.batch_real, "factor": spec.factor,
-                  "net_steps_per_round": (spec.net_epochs if spec.net_source == "synthetic"
-                                          else -(-spec.net_samples // spec.net_batch)),
-                  "pool": FLAGS.pool, "real_grad_chunk": gm.REAL_GRAD_CHUNK, "median_s": round(out["median_s"], 3),
+                  "net_steps_per_round": _net_steps_per_round(spec),
+                  "pool": FLAGS.pool, "grad_chunk": gm.GRAD_CHUNK, "median_s": round(out["median_s"], 3),
                   "per_round_s": round(out["median_s"] / spec.rounds, 3), **{k: v for k, v in out.items()
                                                                            if k != "median_s"}}
         if out.get("flops_step"):

@@ -282,10 +282,11 @@ def test_bad_spec_values_are_one_line():
 
 
 
-def test_real_statistics_in_chunks_equal_the_whole_batch_and_skip_batch_norm(monkeypatch):
-    """``class_stats_in_chunks`` on 12 images: the chunk is the largest divisor of 12 up to the limit (8 → 6,
-    5 → 4), the whole batch when that divisor is below ``MIN_REAL_GRAD_CHUNK`` (3 → 3 < 4), is the batch (12) or
-    the net has batch norm; the gradient and mean embedding equal one pass over the whole batch."""
+def test_batch_gradients_in_chunks_equal_the_whole_batch_and_skip_batch_norm(monkeypatch):
+    """``Loops.sum_in_chunks`` through ``class_stats_in_chunks`` on 12 images: the chunk is the largest divisor of
+    12 up to ``Loops.chunk`` (8 → 6, 5 → 4), the whole batch when that divisor is below ``MIN_GRAD_CHUNK`` (3 → 3
+    < 4), is the batch (12), or the net has batch norm; the gradient and mean embedding equal one pass over the
+    whole batch."""
     x = jnp.asarray(np.random.default_rng(0).normal(size=(12,) + SHAPE), jnp.float32)
     seen = []
     plain = gm.class_stats
@@ -301,20 +302,50 @@ def test_real_statistics_in_chunks_equal_the_whole_batch_and_skip_batch_norm(mon
         variables = models.init_model(model, jax.random.PRNGKey(0), SHAPE)
         rest = {k: v for k, v in variables.items() if k != "params"}
         seen.clear()
-        out = gm.class_stats_in_chunks(model, rest, variables["params"], x, jnp.int32(1), limit)
+        out = gm.class_stats_in_chunks(model, rest, variables["params"], x, jnp.int32(1),
+                                       gm.loops("map", "none")._replace(chunk=limit))
         assert seen[-1] == chunk, (norm, limit, seen)
         whole = plain(model, rest, variables["params"], x, jnp.int32(1))
         for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(whole)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_real_gradients_are_chunked_on_one_cpu_device_only():
-    """The step sums real gradients in chunks of ``REAL_GRAD_CHUNK`` on one CPU device; over a mesh each device's
-    share of the batch stays whole."""
+def test_network_step_in_chunks_equals_the_whole_batch():
+    """One epoch of network SGD on 12 synthetic images in batches of 10 (the second one short: 2 rows and 8
+    zero-weight padding rows), with CutMix: the weighted-mean gradient summed over chunks of 5 gives the same
+    parameters as whole batches, and the forward passes see 5 images at a time."""
+    model = _model()
+    params = models.init_model(model, jax.random.PRNGKey(0), SHAPE)["params"]
+    rng = np.random.default_rng(1)
+    syn = jnp.asarray(rng.normal(size=(K, 4) + SHAPE), jnp.float32)   # 12 images, batch 10: a 2-row short batch
+    update = gm.synthetic_sgd(1, 10, gm.network_sgd(0.1), cutmix=1.0)
+    rows = []
+
+    def logits_fn(p, x):
+        rows.append(x.shape[0])   # the images one forward pass sees
+        return model.apply({"params": p}, x)
+
+    def step(chunk):
+        rows.clear()
+        new = update.update(jax.random.PRNGKey(3), logits_fn, params, update.init(params), syn, None,
+                            gm.loops("map", "none")._replace(chunk=chunk))[0]
+        return new, max(rows)
+
+    (whole, whole_rows), (chunked, chunk_rows) = step(0), step(5)
+    assert (whole_rows, chunk_rows) == (10, 5)
+    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(params)))
+    assert moved > 1e-3
+    for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_gradients_are_chunked_on_one_cpu_device_only():
+    """The step sums first-order batch gradients in chunks of ``GRAD_CHUNK`` on one CPU device; over a mesh each
+    device's share of the batch stays whole."""
     from ddjax.sharding import make_mesh
 
     config = _config(outer_loop=1, inner_loop=1)
     one, mesh = gm.make(config, _model(), K, SHAPE).step, gm.make(config, _model(), K, SHAPE, mesh=make_mesh()).step
     assert one.func is mesh.func is gm.matching_step
-    assert one.args[0].real_chunk == gm.REAL_GRAD_CHUNK == 8
-    assert mesh.args[0].real_chunk == 0
+    assert one.args[0].parts.loops.chunk == gm.GRAD_CHUNK == 8
+    assert mesh.args[0].parts.loops.chunk == 0

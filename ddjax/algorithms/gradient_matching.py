@@ -93,14 +93,14 @@ UNROLL_LOOPS = ("classes", "rounds", "net", "embed")
 CPU_UNROLL: tuple[str, ...] = ()
 AUG_MODES = ("S", "M")
 
-__all__ = ["CPU_UNROLL", "ClassStats", "DC_LOOPS", "IMAGE_STEPS", "Loops", "Matching", "MatchingParts",
-           "MatchingSpec", "MIN_REAL_GRAD_CHUNK", "NetUpdate", "Parameterization", "REAL_GRAD_CHUNK", "UNROLL_LOOPS",
-           "class_round_images", "class_stats", "class_stats_in_chunks",
-           "dc_loops", "dc_parts", "decode", "default_config", "dsa_default_config", "dsa_strategy",
-           "feature_distance", "feature_term", "gradient_term", "keep_given", "kmeans_init", "loops", "make",
-           "make_dsa", "matching", "matching_init", "matching_round", "matching_step", "mix_real", "multi_formation",
-           "network_sgd", "no_network_update", "pixel_bounds", "plain", "real_data_sgd", "resolve_unroll",
-           "round_images", "spec_from_dc_config", "stored_images", "synthetic_sgd", "to_stored", "with_stored"]
+__all__ = ["CPU_UNROLL", "ClassStats", "DC_LOOPS", "GRAD_CHUNK", "IMAGE_STEPS", "Loops", "MIN_GRAD_CHUNK", "Matching",
+           "MatchingParts", "MatchingSpec", "NetUpdate", "Parameterization", "UNROLL_LOOPS", "class_round_images",
+           "class_stats", "class_stats_in_chunks", "dc_loops", "dc_parts", "decode", "default_config",
+           "dsa_default_config", "dsa_strategy", "feature_distance", "feature_term", "gradient_term", "keep_given",
+           "kmeans_init", "loops", "make", "make_dsa", "matching", "matching_init", "matching_round", "matching_step",
+           "mix_real", "multi_formation", "network_sgd", "no_network_update", "per_sample_loops", "pixel_bounds",
+           "plain", "real_data_sgd", "resolve_unroll", "round_images", "spec_from_dc_config", "stored_images",
+           "synthetic_sgd", "to_stored", "with_stored"]
 
 
 def dc_loops(ipc: int, outer_loop: int | None = None, inner_loop: int | None = None) -> tuple[int, int]:
@@ -264,14 +264,45 @@ def _sample_real_flat(key: jax.Array, real: RealPool, n: int) -> tuple[jax.Array
 # --------------------------------------------------------------------------------------------------- the parts
 
 
+#: On one CPU device first-order batch gradients (each class's real statistics, the network's SGD steps: no
+#: meta-gradient flows through them) are summed over chunks of at most this many images (``lax.scan``), so a
+#: chunk's activations and their gradients stay in cache: one class's 256 images through ConvNet-3 w128 (28×28×1
+#: or 32×32×3) alone take 0.92–1.02 s whole and 0.58–0.64 s in chunks of 8; DC's whole step (IPC 10, w128) 7–12 %
+#: less time and 58 % less XLA temp memory (docs/performance.md, "2026-12-07 evening"). Per-sample nets only: batch
+#: norm's statistics are the batch's.
+GRAD_CHUNK = 8
+#: Below this many images a chunk is not worth a loop step: the batch stays whole.
+MIN_GRAD_CHUNK = 4
+
+
 class Loops(NamedTuple):
     """How the engine's loops run: ``lax.scan`` fully unrolled for the loop names in ``unrolled``
-    (:func:`resolve_unroll`), and the per-class programs by ``vmap`` or ``lax.map`` (``class_axis``)."""
+    (:func:`resolve_unroll`), the per-class programs by ``vmap`` or ``lax.map`` (``class_axis``), and first-order
+    batch gradients (each class's real statistics, the network's SGD steps) summed over chunks of at most
+    ``chunk`` images (:meth:`sum_in_chunks`; 0: whole batches; :func:`matching` sets :data:`GRAD_CHUNK` on one
+    CPU device)."""
     unrolled: frozenset
     class_axis: str  # "vmap" | "map"
+    chunk: int = 0
 
     def scan(self, name: str, body: Callable, carry: Any, xs: Any) -> tuple[Any, Any]:
         return jax.lax.scan(body, carry, xs, unroll=True if name in self.unrolled else 1)
+
+    def sum_in_chunks(self, fn: Callable[[Any], Any], batch: Any) -> tuple[Any, int]:
+        r"""``(Σ_j fn(batch_j), J)`` over ``J`` equal chunks of ``batch``'s leading axis (``n`` rows; a pytree),
+        ``c = n / J`` the largest divisor of ``n`` up to ``chunk``, in a ``lax.scan``; ``(fn(batch), 1)`` when ``c``
+        is below :data:`MIN_GRAD_CHUNK` or is ``n``. For a per-sample ``fn`` that sums (or means) over its rows,
+        chunks change only the order of the additions:
+        :math:`\sum_{i=1}^{n} f_i = \sum_j \sum_{i \in j} f_i`."""
+        n = jax.tree.leaves(batch)[0].shape[0]
+        c = largest_divisor(n, self.chunk)
+        if c < MIN_GRAD_CHUNK or c == n:
+            return fn(batch), 1
+        chunks = jax.tree.map(lambda a: a.reshape((n // c, c) + a.shape[1:]), batch)
+        zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                            jax.eval_shape(fn, jax.tree.map(lambda a: a[0], chunks)))
+        total, _ = jax.lax.scan(lambda acc, chunk: (jax.tree.map(jnp.add, acc, fn(chunk)), None), zero, chunks)
+        return total, n // c
 
     def over_classes(self, fn: Callable, *args) -> Any:
         if self.class_axis == "vmap":
@@ -421,13 +452,17 @@ def _train_network(logits_fn: Callable, tx: optax.GradientTransformation, key: j
         if cutmix > 0:
             x, perm, lam = augment.cutmix(k_mix, x, cutmix)  # IDC's rand_bbox
 
-        def loss_fn(p):
-            logits = logits_fn(p, x)
-            ce_a = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-            ce_b = optax.softmax_cross_entropy_with_integer_labels(logits, y[perm])
-            return jnp.sum((lam * ce_a + (1.0 - lam) * ce_b) * w) / jnp.sum(w)
+        def weighted_ce_sum(p, rows):   # Σ_i w_i (λ CE(x_i, y_i) + (1 - λ) CE(x_i, y_perm(i)))
+            xc, ya, yb, wc = rows
+            logits = logits_fn(p, xc)
+            ce_a = optax.softmax_cross_entropy_with_integer_labels(logits, ya)
+            ce_b = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+            return jnp.sum((lam * ce_a + (1.0 - lam) * ce_b) * wc)
 
-        return apply_gradients(tx, jax.grad(loss_fn)(params), opt_state, params), None
+        # ∇ of the weighted mean: per-sample terms summed over cache-sized chunks (Loops.sum_in_chunks)
+        grads, _ = loops.sum_in_chunks(lambda rows: jax.grad(weighted_ce_sum)(params, rows), (x, y, y[perm], w))
+        grads = jax.tree.map(lambda g: g / jnp.sum(w), grads)
+        return apply_gradients(tx, grads, opt_state, params), None
 
     return loops.scan("net", body, (params, opt_state), xs)[0]
 
@@ -518,7 +553,6 @@ class Matching(NamedTuple):
     num_classes: int
     image_shape: tuple[int, int, int]
     split: Callable[[jax.Array], jax.Array]  # the real batch (K, B, ...) split over the mesh along B
-    real_chunk: int = 0                      # real gradients in chunks of at most this many images (0: whole)
 
 
 def matching(parts: MatchingParts, model: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
@@ -528,7 +562,9 @@ def matching(parts: MatchingParts, model: nn.Module, num_classes: int, image_sha
     gradients sum over that axis (XLA's all-reduce); network, synthetic set and clustering stay replicated."""
     check_factor(parts.images.factor, image_shape)
     split = split_batch(mesh, parts.sampler.batch, f"batch_real={parts.sampler.batch}", axis=1)
-    m = Matching(parts, model, num_classes, tuple(image_shape), split, REAL_GRAD_CHUNK if one_cpu(mesh) else 0)
+    if one_cpu(mesh):   # cache-sized chunks of first-order batch gradients (Loops.sum_in_chunks)
+        parts = parts._replace(loops=parts.loops._replace(chunk=GRAD_CHUNK))
+    m = Matching(parts, model, num_classes, tuple(image_shape), split)
     return Algorithm(functools.partial(matching_init, m), functools.partial(matching_step, m))
 
 
@@ -557,36 +593,24 @@ def class_stats(model: nn.Module, rest: dict, params: Any, x: jax.Array, label: 
     return ClassStats(grads, embed)
 
 
-#: On one CPU device each class's real statistics (a first-order gradient: no meta-gradient flows through them)
-#: are summed over chunks of at most this many images (``lax.scan``), so a chunk's activations and their
-#: gradients stay in cache: one class's 256 images through ConvNet-3 w128 (28×28×1 or 32×32×3) alone take
-#: 0.92–1.02 s whole and 0.58–0.64 s in chunks of 8; DC's whole step (IPC 10, w128) 7–12 % less time and 58 % less
-#: XLA temp memory (docs/performance.md, "2026-12-07 evening"). Per-sample nets only: batch norm's statistics are
-#: the batch's.
-REAL_GRAD_CHUNK = 8
-#: Below this many images a chunk is not worth a loop step: the batch stays whole.
-MIN_REAL_GRAD_CHUNK = 4
-
-
 def class_stats_in_chunks(model: nn.Module, rest: dict, params: Any, x: jax.Array, label: jax.Array,
-                          max_chunk: int) -> ClassStats:
-    r""":func:`class_stats` of ``x`` (``n`` images) as the mean over ``J = n / c`` equal chunks, ``c`` the largest
-    divisor of ``n`` up to ``max_chunk``: the mean cross-entropy and mean embedding of the batch are the means of
-    the chunks' means, so for a per-sample network
+                          loops: Loops) -> ClassStats:
+    r""":func:`class_stats` of ``x`` (``n`` images) as the mean over ``loops``' ``J`` equal chunks
+    (:meth:`Loops.sum_in_chunks`): the mean cross-entropy and mean embedding of the batch are the means of the
+    chunks' means, so for a per-sample network
 
     .. math:: \nabla_\theta \tfrac1n \textstyle\sum_i \ell_i = \tfrac1J \sum_j \nabla_\theta \tfrac1c \sum_{i \in j} \ell_i .
 
-    The whole batch at once when ``c`` is below :data:`MIN_REAL_GRAD_CHUNK`, is ``n``, or ``rest`` holds batch-norm
-    statistics (a chunk's statistics are not the batch's)."""
-    n = x.shape[0]
-    c = largest_divisor(n, max_chunk)
-    if c < MIN_REAL_GRAD_CHUNK or c == n or "batch_stats" in rest:
-        return class_stats(model, rest, params, x, label)
-    stats = functools.partial(class_stats, model, rest, params)
-    chunks = x.reshape((n // c, c) + x.shape[1:])
-    zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(stats, chunks[0], label))
-    total, _ = jax.lax.scan(lambda acc, chunk: (jax.tree.map(jnp.add, acc, stats(chunk, label)), None), zero, chunks)
-    return jax.tree.map(lambda a: a / (n // c), total)
+    The whole batch at once when ``rest`` holds batch-norm statistics (:func:`per_sample_loops`)."""
+    total, chunks = per_sample_loops(loops, rest).sum_in_chunks(
+        lambda xc: class_stats(model, rest, params, xc, label), x)
+    return jax.tree.map(lambda a: a / chunks, total)
+
+
+def per_sample_loops(loops: Loops, rest: dict) -> Loops:
+    """``loops`` without gradient chunks when the network's variables ``rest`` hold batch-norm statistics: a
+    chunk's batch statistics are not the batch's, so only a per-sample network's gradients sum over chunks."""
+    return loops._replace(chunk=0) if "batch_stats" in rest else loops
 
 
 def _embedder(m: Matching, rest: dict, params: Any) -> EmbedFn:
@@ -605,8 +629,7 @@ def matching_round(m: Matching, rest: dict, real: RealPool, k_rounds: jax.Array,
     aug_keys = jax.random.split(k_aug, m.num_classes)
     labels = jnp.arange(m.num_classes, dtype=jnp.int32)
     stats = functools.partial(class_stats, m.model, rest, params)
-    real_class_stats = (functools.partial(class_stats_in_chunks, m.model, rest, params, max_chunk=m.real_chunk)
-                        if m.real_chunk else stats)
+    real_class_stats = functools.partial(class_stats_in_chunks, m.model, rest, params, loops=p.loops)
     real_stats = jax.lax.stop_gradient(
         p.loops.over_classes(real_class_stats, p.augment(aug_keys, m.split(real_batch)), labels))
 
@@ -627,7 +650,7 @@ def matching_round(m: Matching, rest: dict, real: RealPool, k_rounds: jax.Array,
     params, net_opt = jax.lax.cond(
         r < p.rounds - 1,  # after the last round the network is discarded
         lambda: p.net_update.update(k_net, functools.partial(_logits, m.model, rest), params, net_opt,
-                                    decode(p.images, stored), real, p.loops),
+                                    decode(p.images, stored), real, per_sample_loops(p.loops, rest)),
         lambda: (params, net_opt))
     return (stored, img_opt, params, net_opt, sampler_carry), (loss, sums, grad_norm)
 
@@ -693,7 +716,7 @@ def matching_step(m: Matching, state: DistillState, real: RealPool) -> tuple[Dis
     # DREAM+: the new network trains on real data first, so the k-means init and clustering see trained features
     # (its own key, folded from k_net, keeps every other draw as it was without a warm-up)
     params, net_opt = p.warmup.update(jax.random.fold_in(k_net, 1), functools.partial(_logits, m.model, rest),
-                                      params, p.net_update.init(params), None, real, p.loops)
+                                      params, p.net_update.init(params), None, real, per_sample_loops(p.loops, rest))
     stored = stored_images(p.images, state.synthetic)
     stored = jax.lax.cond(state.step == 0,
                           lambda: p.initial(k_init, p.images, stored, _embedder(m, rest, params), real),
