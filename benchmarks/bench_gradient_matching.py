@@ -8,7 +8,8 @@ Random stand-in data of Fashion-MNIST's shape (28x28x1, 10 classes, ``--pool`` i
 The step runs ``--rounds`` matching rounds (the references: DC 10 at IPC 10, IDC/DREAM+ 100); ``per_round_s`` =
 median / rounds, and ``paper_outer_s`` scales it to the reference's rounds. FLOPs come from XLA's cost analysis,
 which counts a loop body once: ``flops_loop_bodies`` is that count for the timed program, ``flops_step`` the count
-of a loop-free copy of the same step (classes vmapped, rounds/network steps/embedding chunks unrolled; compiled,
+of a loop-free copy of the same step (classes vmapped, rounds/network steps/embedding chunks unrolled, batch
+gradients whole (``GRAD_CHUNK`` 0) and kernel gradients unchunked; compiled,
 never run; only k-means' data-dependent Lloyd loop still counts once) and ``gflop_per_s`` = flops_step / median_s.
 DREAM+'s k-means share: the same step timed without representative matching (random real batches, still the
 feature term) — the difference is the clustering (embedding the clustered pool + k-means), reported as

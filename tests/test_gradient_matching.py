@@ -339,13 +339,58 @@ def test_network_step_in_chunks_equals_the_whole_batch():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="chunks are a CPU-only choice")
 def test_batch_gradients_are_chunked_on_one_cpu_device_only():
-    """The step sums first-order batch gradients in chunks of ``GRAD_CHUNK`` on one CPU device; over a mesh each
-    device's share of the batch stays whole."""
+    """The step sums first-order batch gradients in chunks of ``GRAD_CHUNK`` on one CPU device, with no mesh or the
+    launcher's one-device mesh; over an 8-device mesh each device's share of the batch stays whole; an explicit
+    ``Loops.chunk`` is kept. DM's real features follow the same rule (``base.one_cpu``)."""
+    from ddjax.algorithms import distribution_family, dm
     from ddjax.sharding import make_mesh
 
     config = _config(outer_loop=1, inner_loop=1)
-    one, mesh = gm.make(config, _model(), K, SHAPE).step, gm.make(config, _model(), K, SHAPE, mesh=make_mesh()).step
-    assert one.func is mesh.func is gm.matching_step
-    assert one.args[0].parts.loops.chunk == gm.GRAD_CHUNK == 8
-    assert mesh.args[0].parts.loops.chunk == 0
+    one_device = make_mesh(jax.devices()[:1])
+    for mesh, chunk in ((None, gm.GRAD_CHUNK), (one_device, gm.GRAD_CHUNK), (make_mesh(), 0)):
+        step = gm.make(config, _model(), K, SHAPE, mesh=mesh).step
+        assert step.func is gm.matching_step and step.args[0].parts.loops.chunk == chunk, mesh
+    assert gm.GRAD_CHUNK == 8
+    parts = gm.dc_parts(gm.spec_from_dc_config(config.dc, 2, ""))
+    kept = gm.matching(parts._replace(loops=parts.loops._replace(chunk=0)), _model(), K, SHAPE)
+    assert kept.step.args[0].parts.loops.chunk == 0
+
+    dm_config = ml_collections.ConfigDict(dict(algorithm="dm", ipc=2, dsa_strategy="none",
+                                               dm=algorithms.default_config("dm")))
+    for mesh, chunked in ((None, True), (one_device, True), (make_mesh(), False)):
+        family = dm.make(dm_config, _model(), K, SHAPE, mesh=mesh).step.args[0]
+        assert (family.real_features is not family.features) == chunked, mesh
+    assert distribution_family.REAL_CHUNK == 64
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_dc_step_with_chunked_batch_gradients_equals_whole_batches(norm, monkeypatch):
+    """One DC step (2 rounds, 16 real images a class, one network epoch on 3 × 6 synthetic images between rounds)
+    with ``Loops.chunk`` 8 (the real statistics in chunks of 8, the network step in chunks of 6) against chunk 0:
+    the same images. With batch norm the chunks are skipped: the forward passes see the whole 16 and 18."""
+    pool = _pool(per_class=(20, 20, 20))
+    model = models.build_model("convnet", K, width=8, depth=2, norm=norm)
+    spec = gm.spec_from_dc_config(_config(outer_loop=2, inner_loop=1, batch_real=16, lr_img=0.5, lr_net=0.5).dc,
+                                  6, "")
+    parts = gm.dc_parts(spec)
+    images = []
+    for chunk in (0, 8):
+        algo = gm.matching(parts._replace(loops=parts.loops._replace(chunk=chunk)), model, K, SHAPE)
+        state = _state(algo, pool, ipc=6)
+        new, _ = jax.jit(algo.step)(state, pool)
+        images.append(np.asarray(new.synthetic.images))
+        assert np.max(np.abs(images[-1] - np.asarray(state.synthetic.images))) > 1e-3   # the step moved the images
+    np.testing.assert_allclose(images[1], images[0], rtol=1e-4, atol=1e-5)
+    sizes = []
+    plain = gm._logits
+
+    def recording(model, rest, params, x, output="logits"):
+        sizes.append(x.shape[0])   # every forward pass of the step (traced once per loop body)
+        return plain(model, rest, params, x, output)
+
+    monkeypatch.setattr(gm, "_logits", recording)
+    algo = gm.matching(parts._replace(loops=parts.loops._replace(chunk=8)), model, K, SHAPE)
+    jax.make_jaxpr(algo.step)(_state(algo, pool, ipc=6), pool)
+    assert set(sizes) == ({8, 6} if norm == "instance" else {16, 6, 18}), sizes   # 6: a class's synthetic images

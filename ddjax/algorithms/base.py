@@ -24,6 +24,7 @@ import optax
 
 from ddjax import augment
 from ddjax.errors import ConfigError, check_choice
+from ddjax.sharding import data_size
 
 INIT_NAMES = ("real", "noise")
 
@@ -86,9 +87,10 @@ def largest_divisor(n: int, limit: int) -> int:
 
 
 def one_cpu(mesh: Any) -> bool:
-    """Whether a step runs on one CPU device (no mesh): where cache-sized chunks of a batch pay (XLA:CPU streams a
-    whole batch's activations from memory); on a mesh or an accelerator the batch stays whole."""
-    return mesh is None and jax.default_backend() == "cpu"
+    """Whether a step runs on one CPU device (no mesh, or a mesh of one device along ``data``, as the launcher
+    builds on a one-CPU machine): where cache-sized chunks of a batch pay (XLA:CPU streams a whole batch's
+    activations from memory); split over several devices or on an accelerator the batch stays whole."""
+    return data_size(mesh) == 1 and jax.default_backend() == "cpu"
 
 
 class Term(NamedTuple):

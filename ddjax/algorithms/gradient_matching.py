@@ -268,8 +268,8 @@ def _sample_real_flat(key: jax.Array, real: RealPool, n: int) -> tuple[jax.Array
 #: meta-gradient flows through them) are summed over chunks of at most this many images (``lax.scan``), so a
 #: chunk's activations and their gradients stay in cache: one class's 256 images through ConvNet-3 w128 (28×28×1
 #: or 32×32×3) alone take 0.92–1.02 s whole and 0.58–0.64 s in chunks of 8; DC's whole step (IPC 10, w128) 7–12 %
-#: less time and 58 % less XLA temp memory (docs/performance.md, "2026-12-07 evening"). Per-sample nets only: batch
-#: norm's statistics are the batch's.
+#: less time and 58 % less XLA temp memory, at IPC 50 13–15 % less time (docs/performance.md, "2026-12-07
+#: evening"). Per-sample nets only: batch norm's statistics are the batch's.
 GRAD_CHUNK = 8
 #: Below this many images a chunk is not worth a loop step: the batch stays whole.
 MIN_GRAD_CHUNK = 4
@@ -279,11 +279,11 @@ class Loops(NamedTuple):
     """How the engine's loops run: ``lax.scan`` fully unrolled for the loop names in ``unrolled``
     (:func:`resolve_unroll`), the per-class programs by ``vmap`` or ``lax.map`` (``class_axis``), and first-order
     batch gradients (each class's real statistics, the network's SGD steps) summed over chunks of at most
-    ``chunk`` images (:meth:`sum_in_chunks`; 0: whole batches; :func:`matching` sets :data:`GRAD_CHUNK` on one
-    CPU device)."""
+    ``chunk`` images (:meth:`sum_in_chunks`; 0: whole batches; None: :func:`matching` picks :data:`GRAD_CHUNK`
+    on one CPU device, else 0)."""
     unrolled: frozenset
     class_axis: str  # "vmap" | "map"
-    chunk: int = 0
+    chunk: int | None = None
 
     def scan(self, name: str, body: Callable, carry: Any, xs: Any) -> tuple[Any, Any]:
         return jax.lax.scan(body, carry, xs, unroll=True if name in self.unrolled else 1)
@@ -295,7 +295,7 @@ class Loops(NamedTuple):
         chunks change only the order of the additions:
         :math:`\sum_{i=1}^{n} f_i = \sum_j \sum_{i \in j} f_i`."""
         n = jax.tree.leaves(batch)[0].shape[0]
-        c = largest_divisor(n, self.chunk)
+        c = largest_divisor(n, self.chunk or 0)
         if c < MIN_GRAD_CHUNK or c == n:
             return fn(batch), 1
         chunks = jax.tree.map(lambda a: a.reshape((n // c, c) + a.shape[1:]), batch)
@@ -562,8 +562,8 @@ def matching(parts: MatchingParts, model: nn.Module, num_classes: int, image_sha
     gradients sum over that axis (XLA's all-reduce); network, synthetic set and clustering stay replicated."""
     check_factor(parts.images.factor, image_shape)
     split = split_batch(mesh, parts.sampler.batch, f"batch_real={parts.sampler.batch}", axis=1)
-    if one_cpu(mesh):   # cache-sized chunks of first-order batch gradients (Loops.sum_in_chunks)
-        parts = parts._replace(loops=parts.loops._replace(chunk=GRAD_CHUNK))
+    if parts.loops.chunk is None:   # cache-sized chunks of first-order batch gradients (Loops.sum_in_chunks)
+        parts = parts._replace(loops=parts.loops._replace(chunk=GRAD_CHUNK if one_cpu(mesh) else 0))
     m = Matching(parts, model, num_classes, tuple(image_shape), split)
     return Algorithm(functools.partial(matching_init, m), functools.partial(matching_step, m))
 
