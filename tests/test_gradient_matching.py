@@ -375,14 +375,15 @@ def test_dc_step_with_chunked_batch_gradients_equals_whole_batches(norm, monkeyp
     spec = gm.spec_from_dc_config(_config(outer_loop=2, inner_loop=1, batch_real=16, lr_img=0.5, lr_net=0.5).dc,
                                   6, "")
     parts = gm.dc_parts(spec)
-    images = []
-    for chunk in (0, 8):
-        algo = gm.matching(parts._replace(loops=parts.loops._replace(chunk=chunk)), model, K, SHAPE)
-        state = _state(algo, pool, ipc=6)
-        new, _ = jax.jit(algo.step)(state, pool)
-        images.append(np.asarray(new.synthetic.images))
-        assert np.max(np.abs(images[-1] - np.asarray(state.synthetic.images))) > 1e-3   # the step moved the images
-    np.testing.assert_allclose(images[1], images[0], rtol=1e-4, atol=1e-5)
+    if norm == "instance":   # (with batch norm the chunks are skipped, checked below: the same program)
+        images = []
+        for chunk in (0, 8):
+            algo = gm.matching(parts._replace(loops=parts.loops._replace(chunk=chunk)), model, K, SHAPE)
+            state = _state(algo, pool, ipc=6)
+            new, _ = jax.jit(algo.step)(state, pool)
+            images.append(np.asarray(new.synthetic.images))
+            assert np.max(np.abs(images[-1] - np.asarray(state.synthetic.images))) > 1e-3   # the step moved them
+        np.testing.assert_allclose(images[1], images[0], rtol=1e-4, atol=1e-5)
     sizes = []
     plain = gm._logits
 
