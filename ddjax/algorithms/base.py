@@ -80,12 +80,6 @@ def apply_gradients(tx: optax.GradientTransformation, grads: Any, opt_state: Any
     return optax.apply_updates(params, updates), opt_state
 
 
-def largest_divisor(n: int, limit: int) -> int:
-    """The largest divisor of ``n`` that is at most ``limit`` (at least 1): the chunk size of a batch of ``n``
-    summed or mapped over in equal chunks of at most ``limit``."""
-    return max(d for d in range(1, max(1, min(limit, n)) + 1) if n % d == 0)
-
-
 def one_cpu(mesh: Any) -> bool:
     """Whether a step runs on one CPU device (no mesh, or a mesh of one device along ``data``, as the launcher
     builds on a one-CPU machine): where cache-sized chunks of a batch pay (XLA:CPU streams a whole batch's

@@ -42,10 +42,11 @@ from jax.sharding import Mesh
 
 from ddjax import augment, losses, models, teachers
 from ddjax.algorithms.base import (Algorithm, DistillState, RealPool, SyntheticSet, Term, apply_gradients,
-                                  largest_divisor, one_cpu, siamese_dsa)
+                                  one_cpu, siamese_dsa)
 from ddjax.algorithms.gradient_matching import Parameterization, decode, plain, stored_images, with_stored
 from ddjax.algorithms.multiformation import check_factor
 from ddjax.algorithms.samplers import RealSampler, random_real
+from ddjax.chunks import largest_divisor
 from ddjax.errors import ConfigError, check_choice
 from ddjax.sharding import flat_batch_splitter, split_batch
 

@@ -67,9 +67,10 @@ from ml_collections import config_dict
 
 from ddjax import augment, models
 from ddjax.algorithms.base import (Algorithm, DistillState, RealPool, SyntheticSet, Term, apply_gradients,
-                                   largest_divisor, one_cpu, sample_per_class, siamese_dsa)
+                                   one_cpu, sample_per_class, siamese_dsa)
 from ddjax.algorithms.multiformation import check_factor, decode_zoom, mosaic
 from ddjax.algorithms.samplers import EmbedFn, RealSampler, embed_in_chunks, random_real, select_representatives
+from ddjax.chunks import largest_divisor, sum_over_chunks
 from ddjax.errors import ConfigError, check_choice
 from ddjax.losses.gradient import check_gradient_metric, gradient_matching_distance
 from ddjax.sharding import split_batch
@@ -298,11 +299,7 @@ class Loops(NamedTuple):
         c = largest_divisor(n, self.chunk or 0)
         if c < MIN_GRAD_CHUNK or c == n:
             return fn(batch), 1
-        chunks = jax.tree.map(lambda a: a.reshape((n // c, c) + a.shape[1:]), batch)
-        zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
-                            jax.eval_shape(fn, jax.tree.map(lambda a: a[0], chunks)))
-        total, _ = jax.lax.scan(lambda acc, chunk: (jax.tree.map(jnp.add, acc, fn(chunk)), None), zero, chunks)
-        return total, n // c
+        return sum_over_chunks(fn, batch, c), n // c
 
     def over_classes(self, fn: Callable, *args) -> Any:
         if self.class_axis == "vmap":

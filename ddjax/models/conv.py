@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ddjax.chunks import largest_divisor, sum_over_chunks
+
 _DN = ("NHWC", "HWIO", "NHWC")
 #: At most this many stacked input channels (kw·C_in) take the three-product path of :func:`kernel_gradient`.
 _STACK_CHANNELS = 48
@@ -144,14 +146,7 @@ def kernel_gradient_in_chunks(padding, x: jax.Array, g: jax.Array, kernel_size: 
                               chunk: int) -> jax.Array:
     """:func:`kernel_gradient`'s value as ``Σ`` over ``chunk``-image slices of the batch in a ``lax.scan``
     (``chunk`` divides the batch)."""
-    n = g.shape[0]
-
-    def add_chunk(total, xg):
-        return total + _kernel_gradient_whole(padding, xg[0], xg[1], kernel_size), None
-
-    split = lambda a: a.reshape((n // chunk, chunk) + a.shape[1:])  # noqa: E731
-    zero = jnp.zeros(kernel_size + (x.shape[-1], g.shape[-1]), jnp.result_type(x, g))
-    return lax.scan(add_chunk, zero, (split(x), split(g)))[0]
+    return sum_over_chunks(lambda xg: _kernel_gradient_whole(padding, xg[0], xg[1], kernel_size), (x, g), chunk)
 
 
 def _one_cpu() -> bool:
@@ -167,7 +162,8 @@ def dk_chunk(x_shape: tuple[int, ...], g_shape: tuple[int, ...], itemsize: int, 
     per_image = (math.prod(x_shape[1:]) + math.prod(g_shape[1:])) * itemsize
     if n * per_image <= max_bytes:
         return n
-    return max((d for d in range(2, n) if n % d == 0 and d * per_image <= max_bytes), default=n)
+    c = largest_divisor(n, max_bytes // per_image)
+    return c if c >= 2 else n
 
 
 def _kernel_gradient_whole(padding, x, g, kernel_size):
