@@ -16,7 +16,6 @@ import json
 import platform
 import statistics
 import time
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -24,10 +23,9 @@ import numpy as np
 from absl import app, flags
 
 from ddjax import algorithms, evaluate, models
-from ddjax.algorithms import distribution_family
 from launch.config import base_config
 
-from common import time_calls, time_step, whole_batch_kernel_gradients, xla_analysis
+from common import time_calls, time_step, whole_batches, xla_analysis
 
 flags.DEFINE_enum("what", "dm", ["dm", "eval"], "Which program to time.")
 flags.DEFINE_integer("channels", 1, "Image channels.")
@@ -60,7 +58,7 @@ def bench_dm() -> dict:
     out = time_step(algo.step, state, real, FLAGS.repeats, profile_dir=FLAGS.profile_dir)
     # XLA counts a loop body once, and on one CPU the real features run in a lax.map over chunks: count the FLOPs
     # of the same step built with the real batch in one pass
-    with mock.patch.object(distribution_family, "REAL_CHUNK", 10 ** 9), whole_batch_kernel_gradients():
+    with whole_batches():
         whole = algorithms.get_algorithm(config, model, FLAGS.classes, shape)
         out["flops"] = xla_analysis(jax.jit(whole.step).lower(state, real).compile())["flops"]
     return out

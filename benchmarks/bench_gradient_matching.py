@@ -23,13 +23,12 @@ import json
 import platform
 import statistics
 import time
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from common import time_step, whole_batch_kernel_gradients, xla_analysis
+from common import time_step, whole_batches, xla_analysis
 
 from ddjax import algorithms, models
 from ddjax.algorithms import dream, gradient_matching as gm, idc
@@ -94,7 +93,7 @@ def _time(spec: gm.MatchingSpec, real, count_flops: bool = True) -> dict:
     if FLAGS.exact_flops and count_flops:
         # The same step with no loop left for XLA's cost analysis to count once: classes vmapped, rounds,
         # network steps and embedding chunks unrolled, batch gradients whole. Compiled for the count only, never run.
-        with mock.patch.object(gm, "GRAD_CHUNK", 0), whole_batch_kernel_gradients():   # (benchmarks/common.py)
+        with whole_batches():   # (benchmarks/common.py)
             counted = _algorithm(dataclasses.replace(spec, class_axis="vmap", unroll="rounds_net_embed"), model)
             out["flops_step"] = xla_analysis(jax.jit(counted.step).lower(state, real).compile())["flops"]
     return out

@@ -31,7 +31,7 @@ from absl import app, flags
 from ddjax import algorithms, experts, models
 from launch.config import base_config
 
-from common import time_step, whole_batch_kernel_gradients, xla_analysis
+from common import time_step, whole_batches, xla_analysis
 
 flags.DEFINE_enum("what", "time", ["time", "memory", "compile"],
                   "Time one step, the temp-memory grid, or compile time and memory per N.")
@@ -85,7 +85,7 @@ def bench_time() -> dict:
     times, compile_s = run.pop("times"), run.pop("compile_s")
     # XLA counts a loop body once, and on one CPU the convs' kernel gradients are summed over batch chunks in a
     # lax.scan (ddjax.models.conv): count the FLOPs of the same step built with whole-batch kernel gradients
-    with whole_batch_kernel_gradients():
+    with whole_batches():
         whole = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)[0]
         run["flops"] = xla_analysis(jax.jit(whole.step).lower(state, buffer).compile())["flops"]
     info = run

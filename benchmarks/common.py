@@ -23,17 +23,21 @@ def xla_analysis(compiled: Any) -> dict:
 
 
 @contextlib.contextmanager
-def whole_batch_kernel_gradients() -> Iterator[None]:
-    """A context in which steps traced compute every kernel gradient over the whole batch at once: on one CPU
-    ``ddjax.models.conv`` sums it over batch chunks in a ``lax.scan``, whose body XLA's cost analysis counts once.
-    Build and compile a step's FLOP-counting copy inside it. JAX's trace caches are cleared on entry and exit (a
-    cached trace of the conv's rules would otherwise keep, or leak, the chunked form)."""
+def whole_batches() -> Iterator[None]:
+    """A context in which steps built and traced take every batch whole: on one CPU ddjax sums or maps some
+    batches over cache-sized chunks in a ``lax.scan`` (the convs' kernel gradients, gradient matching's batch
+    gradients, DM's real features), whose body XLA's cost analysis counts once. Build and compile a step's
+    FLOP-counting copy inside it. JAX's trace caches are cleared on entry and exit (a cached trace of the conv's
+    rules would otherwise keep, or leak, the chunked form)."""
     from unittest import mock   # noqa: PLC0415
 
+    from ddjax.algorithms import distribution_family, gradient_matching   # noqa: PLC0415
     from ddjax.models import conv   # noqa: PLC0415
     jax.clear_caches()
     try:
-        with mock.patch.object(conv, "_one_cpu", lambda: False):
+        with mock.patch.object(conv, "_one_cpu", lambda: False), \
+                mock.patch.object(gradient_matching, "GRAD_CHUNK", 0), \
+                mock.patch.object(distribution_family, "REAL_CHUNK", 10 ** 9):
             yield
     finally:
         jax.clear_caches()
