@@ -1,5 +1,6 @@
 """Minor page faults, kernel seconds and resident memory per outer step of the MTT/SATM benchmark step, one line per
-step (docs/performance.md, "Page faults"); run it with and without ``GLIBC_TUNABLES=...`` in front.
+step (docs/performance.md, "Page faults"); run it with and without ``GLIBC_TUNABLES=...`` or
+``LD_PRELOAD=libtcmalloc_minimal.so.4`` in front.
 
     python benchmarks/page_faults.py --algorithm=mtt --syn_steps=5 --steps=6
 """
@@ -14,6 +15,7 @@ import jax
 from absl import app, flags
 
 import bench_trajectory
+import common
 
 flags.DEFINE_integer("steps", 6, "Outer steps to run after compiling.")
 
@@ -33,7 +35,7 @@ def main(argv):
                           "seconds": round(time.perf_counter() - t, 3), "minor_faults": after.ru_minflt - before.ru_minflt,
                           "kernel_s": round(after.ru_stime - before.ru_stime, 3),
                           "user_s": round(after.ru_utime - before.ru_utime, 3), "resident_gb": round(resident / 1e9, 2),
-                          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}), flush=True)
+                          **common.malloc_settings()}), flush=True)
 
 
 if __name__ == "__main__":
