@@ -19,6 +19,9 @@ def get_config():
     config.dsa_strategy = "color_crop_cutout_scale_rotate"
     m = config.mtt
     m.syn_steps = 20
+    # rolled: on these 8x8 images the unrolled 20 steps run no faster (0.54 vs 0.53 s a step) and compile 25 s
+    # against 6 s (docs/performance.md, "Rolled or unrolled, again"); the CPU default unrolls below 25 steps
+    m.scan_unroll = 1
     m.expert_epochs = 2
     m.max_start_epoch = 10
     m.lr_teacher = 0.03

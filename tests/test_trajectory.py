@@ -221,7 +221,7 @@ def test_missing_experts_say_how_to_make_them(tmp_path):
 def test_auto_scan_unroll_rolls_long_differentiated_loops_on_cpu():
     """``scan_unroll=0`` on CPU: fully unrolled below ``ROLL_FROM_STEPS`` differentiated steps (N − ι), rolled from
     there on (docs/performance.md, 2026-12-07); an explicit value is kept."""
-    assert jax.default_backend() == "cpu" and trajectory.ROLL_FROM_STEPS == 16
+    assert jax.default_backend() == "cpu" and trajectory.ROLL_FROM_STEPS == 25
 
     def resolved(name, n, **hp):
         h = trajectory.satm_config() if name == "satm" else trajectory.mtt_config()
@@ -229,8 +229,9 @@ def test_auto_scan_unroll_rolls_long_differentiated_loops_on_cpu():
         h.update(hp)
         return trajectory.resolved_scan_unroll(h)
 
-    assert resolved("mtt", 15) is True and resolved("mtt", 16) == 1 and resolved("mtt", 80) == 1
+    assert resolved("mtt", 24) is True and resolved("mtt", 25) == 1 and resolved("mtt", 80) == 1
     assert resolved("satm", 20) is True                  # ι = 20 − 6 = 14: 6 differentiated steps
-    assert resolved("satm", 50) == 1                     # ι = 34: 16 differentiated steps
+    assert resolved("satm", 50) is True                  # ι = 34: 16 differentiated steps
+    assert resolved("satm", 80) == 1                     # ι = 54: 26 differentiated steps
     assert resolved("mtt", 30, truncate=20) is True      # 10 differentiated steps
     assert resolved("mtt", 80, scan_unroll=3) == 3 and resolved("mtt", 5, scan_unroll=1) == 1
