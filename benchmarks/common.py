@@ -24,8 +24,8 @@ def xla_analysis(compiled: Any) -> dict:
 
 def malloc_settings() -> dict:
     """The process's allocator settings, recorded in every timing row: ``glibc_tunables`` (``GLIBC_TUNABLES``) and
-    ``ld_preload`` (``LD_PRELOAD``, e.g. tcmalloc). Either can change a step's time by up to a third on XLA:CPU, where each
-    call's temporary buffer is allocated afresh (docs/performance.md, "Page faults", "tcmalloc")."""
+    ``ld_preload`` (``LD_PRELOAD``, e.g. tcmalloc). Either can change a step's time by up to a third on XLA:CPU,
+    where each call's temporary buffer is allocated afresh (docs/performance.md, "Page faults", "tcmalloc")."""
     return {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "ld_preload": os.environ.get("LD_PRELOAD", "")}
 
 

@@ -104,8 +104,9 @@ def resolved_reuse_at(hp: ml_collections.ConfigDict) -> int:
 #: On CPU, ``scan_unroll=0`` rolls a differentiated stretch of at least this many inner steps and fully unrolls a
 #: shorter one. Measured 2026-12-07 (idle 2-core CPU, ConvNet-3 w128, 32x32, batch 100; docs/performance.md, "Rolled
 #: or unrolled, again"): rolled / unrolled seconds per step 1.20 at 5 differentiated steps (MTT N=5), 1.29 at 6 (SATM
-#: N=20, iota=14), 1.25-1.28 at 20 (1.22 on tcmalloc) and 0.97 at 30 (MTT N=20 and N=30). Unrolled needs less temporary memory
-#: (9.2 / 13.2 GB at 20, 13.7 / 19.3 GB at 30) but compiles slower (30 / 8 s at 20, 68 / 10 s at 30; at N=80 266 / 6 s).
+#: N=20, iota=14), 1.25-1.28 at 20 (1.22 on tcmalloc) and 0.97 at 30 (MTT N=20 and N=30). Unrolled needs less
+#: temporary memory (9.2 / 13.2 GB at 20, 13.7 / 19.3 GB at 30) but compiles slower (30 / 8 s at 20, 68 / 10 s at
+#: 30; at N=80 266 / 6 s).
 #: Rolling from 25 keeps N=20 unrolled and rolls N=30, where speed ties and the compile is 7x faster.
 ROLL_FROM_STEPS = 25
 
