@@ -29,6 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from ddjax import algorithms, experts, models
+from ddjax.algorithms import trajectory
 from launch.config import base_config
 
 from common import time_step, whole_batches, xla_analysis
@@ -46,7 +47,8 @@ flags.DEFINE_integer("width", 128, "ConvNet width.")
 flags.DEFINE_integer("depth", 3, "ConvNet depth.")
 flags.DEFINE_integer("truncate", -1, "time: iota (-1: the algorithm's default).")
 flags.DEFINE_integer("scan_unroll", 0, "0: auto (full unroll on CPU), 1: rolled, N: unroll factor.")
-flags.DEFINE_bool("remat", False, "time: rematerialise differentiated steps.")
+flags.DEFINE_bool("remat", None, "time/compile: rematerialise differentiated steps (unset: the algorithm's auto "
+                  "rule, trajectory.resolved_remat).")
 flags.DEFINE_string("dsa", "color_crop_cutout_flip_scale_rotate", "DSA strategy ('none' to disable).")
 flags.DEFINE_list("memory_steps", ["20", "50", "80"], "memory: the N values.")
 flags.DEFINE_integer("repeats", 3, "Timed calls after one warm-up.")
@@ -55,7 +57,8 @@ flags.DEFINE_string("profile_dir", None, "time: also trace one call there and ad
 FLAGS = flags.FLAGS
 
 
-def _setup(algorithm: str, syn_steps: int, truncate: int | None, remat: bool, scan_unroll: int):
+def _setup(algorithm: str, syn_steps: int, truncate: int | None, remat: bool | None, scan_unroll: int):
+    """``(algorithm, state, expert buffer, whether its step rematerialises)`` for one benchmark setting."""
     shape = (FLAGS.hw, FLAGS.hw, FLAGS.channels)
     config = base_config(algorithm)
     config.ipc, config.dsa_strategy = FLAGS.ipc, FLAGS.dsa
@@ -75,12 +78,12 @@ def _setup(algorithm: str, syn_steps: int, truncate: int | None, remat: bool, sc
                                         labels=jnp.asarray(labels))
     algo = algorithms.get_algorithm(config, model, FLAGS.classes, shape)
     state = algo.init(jax.random.PRNGKey(2), synthetic)
-    return algo, state, buffer
+    return algo, state, buffer, trajectory.resolved_remat(hp)
 
 
 def bench_time() -> dict:
     truncate = None if FLAGS.truncate < 0 else FLAGS.truncate
-    algo, state, buffer = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)
+    algo, state, buffer, remat = _setup(FLAGS.algorithm, FLAGS.syn_steps, truncate, FLAGS.remat, FLAGS.scan_unroll)
     run = time_step(algo.step, state, buffer, FLAGS.repeats, profile_dir=FLAGS.profile_dir)
     times, compile_s = run.pop("times"), run.pop("compile_s")
     # XLA counts a loop body once, and on one CPU the convs' kernel gradients are summed over batch chunks in a
@@ -92,7 +95,7 @@ def bench_time() -> dict:
     median = statistics.median(times)
     return {"bench": "trajectory_step", "algorithm": FLAGS.algorithm, "channels": FLAGS.channels, "hw": FLAGS.hw,
             "ipc": FLAGS.ipc, "syn_steps": FLAGS.syn_steps, "batch_syn": FLAGS.batch_syn, "width": FLAGS.width,
-            "truncate": truncate, "remat": FLAGS.remat, "scan_unroll": FLAGS.scan_unroll,
+            "truncate": truncate, "remat": remat, "scan_unroll": FLAGS.scan_unroll,
             "compile_s": round(compile_s, 2), "median_s": round(median, 4), "min_s": round(min(times), 4),
             **info, "gflops_per_s": round(info["flops"] / median / 1e9, 2) if info["flops"] else None,
             "backend": jax.default_backend(), "devices": jax.device_count(), "machine": platform.processor() or
@@ -105,7 +108,7 @@ def bench_memory() -> list[dict]:
         naive = None
         for iota in (0, n // 3, 2 * n // 3):
             for remat in (False, True):
-                algo, state, buffer = _setup("mtt", n, iota, remat, scan_unroll=1)
+                algo, state, buffer, _ = _setup("mtt", n, iota, remat, scan_unroll=1)
                 compiled = jax.jit(algo.step).lower(state, buffer).compile()
                 temp = xla_analysis(compiled)["temp_bytes"]
                 naive = temp if (iota == 0 and not remat) else naive
@@ -121,11 +124,11 @@ def bench_compile() -> list[dict]:
     rows = []
     truncate = None if FLAGS.truncate < 0 else FLAGS.truncate
     for n in (int(v) for v in FLAGS.memory_steps):
-        algo, state, buffer = _setup(FLAGS.algorithm, n, truncate, FLAGS.remat, FLAGS.scan_unroll)
+        algo, state, buffer, remat = _setup(FLAGS.algorithm, n, truncate, FLAGS.remat, FLAGS.scan_unroll)
         t = time.perf_counter()
         compiled = jax.jit(algo.step).lower(state, buffer).compile()
         rows.append({"bench": "trajectory_compile", "algorithm": FLAGS.algorithm, "syn_steps": n,
-                     "scan_unroll": FLAGS.scan_unroll, "remat": FLAGS.remat, "truncate": truncate,
+                     "scan_unroll": FLAGS.scan_unroll, "remat": remat, "truncate": truncate,
                      "compile_s": round(time.perf_counter() - t, 2), **xla_analysis(compiled),
                      "batch_syn": FLAGS.batch_syn, "hw": FLAGS.hw, "backend": jax.default_backend()})
         print(json.dumps(rows[-1]), flush=True)

@@ -235,3 +235,29 @@ def test_auto_scan_unroll_rolls_long_differentiated_loops_on_cpu():
     assert resolved("satm", 80) == 1                     # ι = 54: 26 differentiated steps
     assert resolved("mtt", 30, truncate=20) is True      # 10 differentiated steps
     assert resolved("mtt", 80, scan_unroll=3) == 3 and resolved("mtt", 5, scan_unroll=1) == 1
+
+
+def test_auto_remat_rematerialises_exactly_the_loops_the_cpu_rule_rolls(monkeypatch):
+    """``remat=None`` on CPU: ``jax.checkpoint`` on the differentiated steps exactly where ``scan_unroll=0`` rolls
+    them (a rolled loop stacks every step's residuals; docs/performance.md, "Remat where the loop rolls"), and the
+    inner loop receives that choice; an explicit ``remat`` or ``scan_unroll`` keeps the residuals unless asked."""
+    def resolved(name, n, **hp):
+        h = trajectory.satm_config() if name == "satm" else trajectory.mtt_config()
+        h.syn_steps = n
+        h.update(hp)
+        return trajectory.resolved_remat(h)
+
+    assert trajectory.mtt_config().remat is None
+    assert resolved("mtt", 24) is False and resolved("mtt", 25) is True and resolved("mtt", 80) is True
+    assert resolved("satm", 50) is False and resolved("satm", 80) is True   # 16 and 26 differentiated steps
+    assert resolved("mtt", 30, truncate=20) is False                        # 10 differentiated steps: unrolled
+    assert resolved("mtt", 80, scan_unroll=1) is False                      # rolled on request (configs/mtt_tiny.py)
+    assert resolved("mtt", 5, remat=True) is True and resolved("mtt", 80, remat=False) is False
+
+    seen = []
+    student_steps = inner.student_steps
+    monkeypatch.setattr(inner, "student_steps", lambda *a, **kw: seen.append(kw["remat"]) or student_steps(*a, **kw))
+    for n in (24, 25):
+        algo = algorithms.get_algorithm(_config("mtt", syn_steps=n, scan_unroll=0), _model(), K, SHAPE)
+        jax.eval_shape(algo.step, algo.init(jax.random.PRNGKey(3), _synthetic()), _buffer())
+    assert seen == [False, True]

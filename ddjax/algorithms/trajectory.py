@@ -59,7 +59,9 @@ def _experts_config() -> ml_collections.ConfigDict:
 def _common_config() -> dict:
     # mtt-distillation distill.py defaults.
     return dict(syn_steps=20, expert_epochs=3, max_start_epoch=25, min_start_epoch=0, lr_img=1000.0, lr_lr=1e-5,
-                lr_teacher=0.01, momentum=0.5, batch_syn=0, remat=False,
+                lr_teacher=0.01, momentum=0.5, batch_syn=0,
+                # jax.checkpoint each differentiated inner step; None = auto (resolved_remat)
+                remat=config_dict.placeholder(bool),
                 # lax.scan unroll of the differentiated inner steps; 0 = auto (resolved_scan_unroll)
                 scan_unroll=0, experts=_experts_config())
 
@@ -107,7 +109,9 @@ def resolved_reuse_at(hp: ml_collections.ConfigDict) -> int:
 #: N=20, iota=14), 1.25-1.28 at 20 (1.22 on tcmalloc) and 0.97 at 30 (MTT N=20 and N=30). Unrolled needs less
 #: temporary memory (9.2 / 13.2 GB at 20, 13.7 / 19.3 GB at 30) but compiles slower (30 / 8 s at 20, 68 / 10 s at
 #: 30; at N=80 266 / 6 s).
-#: Rolling from 25 keeps N=20 unrolled and rolls N=30, where speed ties and the compile is 7x faster.
+#: Rolling from 25 keeps N=20 unrolled and rolls N=30, where speed ties and the compile is 7x faster. A rolled stretch
+#: is also rematerialised by default (:func:`resolved_remat`): at N=80 unrolled compiles in 505 s with 36.1 GB of
+#: temp, rolled in 17 s with 49.9 GB, rolled + remat in 16 s with 0.79 GB (2026-12-07 late, a 119 GFLOP/s machine).
 ROLL_FROM_STEPS = 25
 
 
@@ -119,7 +123,27 @@ def resolved_scan_unroll(hp: ml_collections.ConfigDict) -> int | bool:
         return hp.scan_unroll
     if jax.default_backend() != "cpu":
         return 1
-    return True if hp.syn_steps - resolved_truncate(hp) < ROLL_FROM_STEPS else 1
+    return 1 if _long_differentiated_stretch(hp) else True
+
+
+def _long_differentiated_stretch(hp: ml_collections.ConfigDict) -> bool:
+    """N − ι ≥ :data:`ROLL_FROM_STEPS`: the stretch the CPU auto rule rolls (and auto remat rematerialises)."""
+    return hp.syn_steps - resolved_truncate(hp) >= ROLL_FROM_STEPS
+
+
+def resolved_remat(hp: ml_collections.ConfigDict) -> bool:
+    """Whether each differentiated inner step is rematerialised (``jax.checkpoint``): ``hp.remat`` when set; None
+    (auto) is True exactly where the CPU auto rule rolls the loop (``scan_unroll=0``, N − ι ≥ :data:`ROLL_FROM_STEPS`).
+
+    A rolled loop stacks every step's residuals: 19.3 / 31.5 / 49.9 GB of XLA temp at N = 30 / 50 / 80 (MTT,
+    ConvNet-3 w128, 32x32, batch 100), more than the unrolled program (13.7 / 22.7 / 36.1 GB) and than a 23 GB
+    machine holds from N = 50 (N = 30 too under tcmalloc). Rematerialised it needs 0.73-0.79 GB and, measured on
+    the 2-core CPU at N = 30, ran no slower (59.2 s a step against 66.6 s on glibc: the recomputation costs 1.33x
+    the FLOPs and saves the stacking's memory traffic and page faults; docs/performance.md, "Remat where the
+    loop rolls"). Off CPU, and wherever ``scan_unroll`` is set, auto keeps every residual."""
+    if hp.remat is not None:
+        return bool(hp.remat)
+    return jax.default_backend() == "cpu" and not hp.scan_unroll and _long_differentiated_stretch(hp)
 
 
 def validate(hp: ml_collections.ConfigDict, num_images: int, name: str) -> None:
@@ -180,6 +204,7 @@ class Trajectory(NamedTuple):
     augment: Callable | None         # per-sample DSA of the inner loop
     batch_constraint: Callable | None  # the minibatch's split over the mesh
     scan_unroll: int | bool
+    remat: bool                      # jax.checkpoint each differentiated inner step (resolved_remat)
     tx: optax.GradientTransformation  # on {"images", "lr"}
     perturbation: sam.Perturbation   # its state lives in TrajectoryExtras.sam; a no-op for MTT
     gradient: Callable               # (objective, sam_state, key, images, lr) -> ((loss, res), grads, state, info)
@@ -233,7 +258,7 @@ def make_with(hp: ml_collections.ConfigDict, name: str, config: ml_collections.C
         hp=hp, model=model, image_shape=tuple(image_shape), num_images=num_images, iota=resolved_truncate(hp),
         tau=resolved_reuse_at(hp) if (use_sam and hp.reuse) else None, batch=batch,
         augment=functools.partial(_augment, strategy) if strategy and strategy != "none" else None,
-        batch_constraint=split, scan_unroll=resolved_scan_unroll(hp),
+        batch_constraint=split, scan_unroll=resolved_scan_unroll(hp), remat=resolved_remat(hp),
         tx=optax.partition({"images": optax.sgd(hp.lr_img, momentum=hp.momentum),
                             "lr": optax.sgd(hp.lr_lr, momentum=hp.momentum)}, {"images": "images", "lr": "lr"}),
         perturbation=perturbation, gradient=gradient,
@@ -257,7 +282,7 @@ def unroll(t: Trajectory, images: jax.Array, lr: jax.Array, labels: jax.Array, t
     n = t.hp.syn_steps
     return inner.student_steps(functools.partial(_ce, t.model), theta, images, labels, lr, key, num_steps=n - start,
                                batch_size=t.batch, start_step=start, total_steps=n, truncate=t.iota,
-                               remat=t.hp.remat, record_at=record_at, augment=t.augment,
+                               remat=t.remat, record_at=record_at, augment=t.augment,
                                batch_constraint=t.batch_constraint, scan_unroll=t.scan_unroll)
 
 
