@@ -218,16 +218,21 @@ def test_missing_experts_say_how_to_make_them(tmp_path):
         algorithms.prepare_data(config, dataset, None, stream=io.StringIO())
 
 
+def _default_hp(name, n, **hp):
+    """The algorithm's default hyper-parameters with ``syn_steps = n`` and ``hp`` on top (the auto rules' input)."""
+    h = trajectory.satm_config() if name == "satm" else trajectory.mtt_config()
+    h.syn_steps = n
+    h.update(hp)
+    return h
+
+
 def test_auto_scan_unroll_rolls_long_differentiated_loops_on_cpu():
     """``scan_unroll=0`` on CPU: fully unrolled below ``ROLL_FROM_STEPS`` differentiated steps (N − ι), rolled from
     there on (docs/performance.md, 2026-12-07); an explicit value is kept."""
     assert jax.default_backend() == "cpu" and trajectory.ROLL_FROM_STEPS == 25
 
     def resolved(name, n, **hp):
-        h = trajectory.satm_config() if name == "satm" else trajectory.mtt_config()
-        h.syn_steps = n
-        h.update(hp)
-        return trajectory.resolved_scan_unroll(h)
+        return trajectory.resolved_scan_unroll(_default_hp(name, n, **hp))
 
     assert resolved("mtt", 24) is True and resolved("mtt", 25) == 1 and resolved("mtt", 80) == 1
     assert resolved("satm", 20) is True                  # ι = 20 − 6 = 14: 6 differentiated steps
@@ -242,10 +247,7 @@ def test_auto_remat_rematerialises_exactly_the_loops_the_cpu_rule_rolls(monkeypa
     them (a rolled loop stacks every step's residuals; docs/performance.md, "Remat where the loop rolls"), and the
     inner loop receives that choice; an explicit ``remat`` or ``scan_unroll`` keeps the residuals unless asked."""
     def resolved(name, n, **hp):
-        h = trajectory.satm_config() if name == "satm" else trajectory.mtt_config()
-        h.syn_steps = n
-        h.update(hp)
-        return trajectory.resolved_remat(h)
+        return trajectory.resolved_remat(_default_hp(name, n, **hp))
 
     assert trajectory.mtt_config().remat is None
     assert resolved("mtt", 24) is False and resolved("mtt", 25) is True and resolved("mtt", 80) is True
