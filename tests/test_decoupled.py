@@ -1,6 +1,8 @@
 """Decoupled distillation (SRe2L, RDED, DTL + DSM): batch layouts, DSM's λ distribution, DTL's stop-gradient,
 two jitted steps and the relabelled view of every registered method, a leave-one-domain-out leak check, and one-line
 errors for bad input."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -142,7 +144,7 @@ def test_dtl_stop_gradient_keeps_psi_losses_off_the_images(teacher, dataset):
     def loss(a, p):
         return dtl.dtl_loss(a, p, y, variables, 0, data, jax.random.PRNGKey(1), model=model, psi=psi, hp=hp)[0]
 
-    grad_x, grad_psi = jax.grad(loss, argnums=(0, 1))(x, psi_params)
+    grad_x, grad_psi = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, psi_params)   # jitted: one compile, not ~900
     assert float(jnp.max(jnp.abs(grad_x))) == 0.0
     assert float(optax_norm(grad_psi)) > 0.0
 
@@ -154,8 +156,9 @@ def test_dtl_style_terms_match_numpy_eqs_5_6_8_9(teacher, dataset):
     hp = tiny_config("dtl").dtl
     domains = [(dataset.train_images[:9], None), (dataset.train_images[9:], None)]
     styles = dtl.domain_styles(model, variables, domains)
-    per_domain = [[np_domain_style(np.asarray(maps))
-                   for maps, _, _ in models.bn_inputs(model, variables, jnp.asarray(x))[1]] for x, _ in domains]
+    # the oracle's BN-input maps and the loss below run jitted: eagerly, each of their ~600 ops compiles on its own
+    bn_maps = jax.jit(lambda images: [maps for maps, _, _ in models.bn_inputs(model, variables, images)[1]])
+    per_domain = [[np_domain_style(np.asarray(maps)) for maps in bn_maps(jnp.asarray(x))] for x, _ in domains]
     for l, (m, s) in enumerate(styles):
         np.testing.assert_allclose(m, np.stack([d[l][0] for d in per_domain]), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(s, np.stack([d[l][1] for d in per_domain]), rtol=1e-4, atol=1e-5)
@@ -165,19 +168,18 @@ def test_dtl_style_terms_match_numpy_eqs_5_6_8_9(teacher, dataset):
     psi_params = psi.init(jax.random.PRNGKey(0), x, jnp.ones((4, 2)) / 2)
     psi_params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(5), p.shape), psi_params)
     key = jax.random.PRNGKey(1)
-    _, (metrics, _) = dtl.dtl_loss(x, psi_params, jnp.zeros(4, jnp.int32), variables, 0, data, key, model=model,
-                                   psi=psi, hp=hp)
+    _, (metrics, _) = jax.jit(lambda x, p: dtl.dtl_loss(x, p, jnp.zeros(4, jnp.int32), variables, 0, data, key,
+                                                        model=model, psi=psi, hp=hp))(x, psi_params)
     x_aug = decoupled.recover_augment(key, x, hp.flip)
-    layers = models.bn_inputs(model, variables, x_aug)[1]
+    layers = bn_maps(x_aug)
     average = [(np.mean([d[l][0] for d in per_domain], 0), np.mean([d[l][1] for d in per_domain], 0))
                for l in range(len(layers))]
-    want = sum(np_normalized_loss(np_domain_style(np.asarray(maps)), average[l])
-               for l, (maps, _, _) in enumerate(layers))
+    want = sum(np_normalized_loss(np_domain_style(np.asarray(maps)), average[l]) for l, maps in enumerate(layers))
     np.testing.assert_allclose(float(metrics["style"]), want, rtol=2e-4)
     want_psi = 0.0
     for e in range(2):
-        transferred = psi.apply(psi_params, x_aug, models.domain_weights(jnp.full(4, e), 2))
-        for l, (maps, _, _) in enumerate(models.bn_inputs(model, variables, transferred)[1]):
+        transferred = jax.jit(psi.apply)(psi_params, x_aug, models.domain_weights(jnp.full(4, e), 2))
+        for l, maps in enumerate(bn_maps(transferred)):
             want_psi += np_normalized_loss(np_domain_style(np.asarray(maps)), per_domain[e][l])
     np.testing.assert_allclose(float(metrics["per_style"]), want_psi, rtol=2e-4)
 
@@ -191,7 +193,7 @@ def test_relabel_soft_labels_are_the_teacher_softmax_on_each_view(teacher, datas
     x = jnp.asarray(dataset.train_images[:4])
     views, soft = relabel.relabel(jax.random.PRNGKey(0), model, variables, x, num_views=3, temperature=2.0)
     assert views.shape == (12,) + IMAGE_SHAPE
-    want = jax.nn.softmax(model.apply(variables, views, train=False) / 2.0)
+    want = jax.nn.softmax(jax.jit(functools.partial(model.apply, train=False))(variables, views) / 2.0)
     np.testing.assert_allclose(soft, want, rtol=1e-5, atol=1e-6)
 
 
