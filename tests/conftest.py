@@ -1,11 +1,19 @@
-"""Test set-up: 8 simulated CPU devices and XLA's fast-compile mode (set before jax is imported), no launcher cache
-beside the tmp workdirs, and one persistent compilation cache for this run of the suite, shared by its xdist
-workers."""
+"""Test set-up: 8 simulated CPU devices, XLA's fast-compile mode and compile switches (set before jax is imported), no
+launcher cache beside the tmp workdirs, and one persistent compilation cache for this run of the suite, shared by its
+xdist workers."""
 import os
 import shutil
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# XLA:CPU's compile-time switches for the suite's processes (subprocess runs put them beside their own device count,
+# from DDJAX_TEST_COMPILE_FLAGS): the legacy elemental emitters instead of the MLIR fusion emitters, and the LLVM
+# module compiled whole instead of split for parallel codegen, which buys nothing when two workers share two cores.
+# 2026-12-08 on a 119 GFLOP/s 2-core machine: tests/test_gradient_matching.py 99 -> 68 -> 55 s (one switch, both),
+# the suite 1180 -> 648 s, a one-op eager compile 48 -> 34 ms. Compile-only: the same HLO and IEEE arithmetic (one
+# jitted-vs-eager comparison moved by 2e-6 and now says its atol).
+COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
+os.environ.setdefault("DDJAX_TEST_COMPILE_FLAGS", COMPILE_FLAGS)
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {COMPILE_FLAGS}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA without most of its optimisation work in every test process (jax's `jax_disable_most_optimizations`; the
 # environment variable reaches the subprocess runs too): LLVM's backend optimisation off and its expensive passes
@@ -41,15 +49,15 @@ def pytest_unconfigure(config):
 # The suite runs as `pytest -n 2 --dist loadfile`: one test file per worker at a time. xdist's default orders the
 # files by their NUMBER of tests, so the few-but-long files (the trajectory launcher runs, DREAM+, the two-process
 # runs) came last and ran alone on one worker for minutes. Instead: longest first (their measured seconds on the
-# 2-core machine, 2026-12-07, two junit reports in XLA's fast-compile mode), the files not listed after them, so
+# 2-core machine, 2026-12-08, a junit report with the compile switches above), the files not listed after them, so
 # each worker takes the next-longest file when it frees up (longest-processing-time-first, within a few percent
 # of the even split).
 LONGEST_FIRST = (
-    "test_decoupled", "test_algorithm_contract", "test_multiprocess", "test_trajectory", "test_dream", "test_models",
-    "test_launch_trajectory", "test_didd", "test_m3d_iid", "test_fidelity_matching", "test_evaluate", "test_staged",
-    "test_gradient_matching", "test_data", "test_losses", "test_launch", "test_augment", "test_satm_sharpness",
-    "test_fidelity", "test_idm", "test_dm", "test_reproduce", "test_dg_models", "test_inner", "test_kmeans",
-    "test_teachers", "test_sam", "test_samplers", "test_conv", "test_style_losses",
+    "test_algorithm_contract", "test_multiprocess", "test_trajectory", "test_decoupled", "test_gradient_matching",
+    "test_dream", "test_didd", "test_data", "test_launch_trajectory", "test_staged", "test_launch", "test_m3d_iid",
+    "test_models", "test_evaluate", "test_augment", "test_fidelity_matching", "test_dm", "test_losses",
+    "test_satm_sharpness", "test_fidelity", "test_dg_models", "test_idm", "test_reproduce", "test_inner",
+    "test_kmeans", "test_teachers", "test_conv", "test_sam", "test_samplers", "test_style_losses",
 )
 
 

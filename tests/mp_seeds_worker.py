@@ -9,7 +9,8 @@ traced with, and the networks ``ddjax.evaluate.train_networks`` trained over the
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+# the suite's compile switches (tests/conftest.py) beside this process's 4 devices
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4 " + os.environ.get("DDJAX_TEST_COMPILE_FLAGS", "")
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

@@ -65,7 +65,7 @@ def test_missing_experts_without_make_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_experts_cli_and_main_report_errors_in_one_line(tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": os.environ.get("DDJAX_TEST_COMPILE_FLAGS", "")}
     bad = subprocess.run([sys.executable, "-m", "launch.experts", "--config=configs/dm_tiny.py"], cwd=REPO,
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2

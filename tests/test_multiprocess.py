@@ -76,7 +76,8 @@ def free_port() -> int:
 def launch_pair(name: str, overrides: dict, workdir: str, logs: str, cache: str) -> list:
     """Start the two processes of one run; their stdout+stderr go to ``<logs>.<i>``."""
     port = free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+    flags = f"--xla_force_host_platform_device_count=4 {os.environ.get('DDJAX_TEST_COMPILE_FLAGS', '')}"
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu",
            "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     args = [f"--config.{k}={v}" for k, v in overrides.items()]
     procs = []
