@@ -22,11 +22,14 @@ def xla_analysis(compiled: Any) -> dict:
             "argument_bytes": int(getattr(mem, "argument_size_in_bytes", -1)) if mem is not None else None}
 
 
-def malloc_settings() -> dict:
-    """The process's allocator settings, recorded in every timing row: ``glibc_tunables`` (``GLIBC_TUNABLES``) and
-    ``ld_preload`` (``LD_PRELOAD``, e.g. tcmalloc). Either can change a step's time by up to a third on XLA:CPU,
-    where each call's temporary buffer is allocated afresh (docs/performance.md, "Page faults", "tcmalloc")."""
-    return {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "ld_preload": os.environ.get("LD_PRELOAD", "")}
+def run_settings() -> dict:
+    """The process's allocator and XLA settings, recorded in every timing row: ``glibc_tunables``
+    (``GLIBC_TUNABLES``) and ``ld_preload`` (``LD_PRELOAD``, e.g. tcmalloc), either of which can change a step's time
+    by up to a third on XLA:CPU, where each call's temporary buffer is allocated afresh (docs/performance.md, "Page
+    faults", "tcmalloc"); and ``xla_flags`` (``XLA_FLAGS``: the emitter switches change compile time up to 3.5x,
+    docs/performance.md, "Compile switches")."""
+    return {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "ld_preload": os.environ.get("LD_PRELOAD", ""),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 @contextlib.contextmanager
@@ -76,7 +79,7 @@ def time_step(step: Callable, state: Any, data: Any, repeats: int, jit: Callable
         return metrics["loss"]
 
     jax.block_until_ready(call())
-    out = {"compile_s": compile_s, "times": time_calls(call, repeats), **analyse(compiled), **malloc_settings()}
+    out = {"compile_s": compile_s, "times": time_calls(call, repeats), **analyse(compiled), **run_settings()}
     if profile_dir:
         import trace_summary   # noqa: PLC0415  (benchmarks/ is on sys.path, as for this module)
         out["profile"] = trace_summary.summarise(trace_summary.trace_call(call, profile_dir), compiled.as_text())

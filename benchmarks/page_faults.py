@@ -35,7 +35,7 @@ def main(argv):
                           "seconds": round(time.perf_counter() - t, 3), "minor_faults": after.ru_minflt - before.ru_minflt,
                           "kernel_s": round(after.ru_stime - before.ru_stime, 3),
                           "user_s": round(after.ru_utime - before.ru_utime, 3), "resident_gb": round(resident / 1e9, 2),
-                          **common.malloc_settings()}), flush=True)
+                          **common.run_settings()}), flush=True)
 
 
 if __name__ == "__main__":
