@@ -8,7 +8,7 @@ import tempfile
 # XLA:CPU's compile-time switches for the suite's processes (subprocess runs put them beside their own device count,
 # from DDJAX_TEST_COMPILE_FLAGS): the legacy elemental emitters instead of the MLIR fusion emitters, and the LLVM
 # module compiled whole instead of split for parallel codegen, which buys nothing when two workers share two cores.
-# 2026-12-08 on a 119 GFLOP/s 2-core machine: tests/test_gradient_matching.py 99 -> 68 -> 55 s (one switch, both),
+# 2026-12-08 on the AMD EPYC 2-core machine: tests/test_gradient_matching.py 99 -> 68 -> 55 s (one switch, both),
 # the suite 1180 -> 648 s, a one-op eager compile 48 -> 34 ms. Compile-only: the same HLO and IEEE arithmetic (one
 # jitted-vs-eager comparison moved by 2e-6 and now says its atol).
 COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
