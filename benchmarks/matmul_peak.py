@@ -1,7 +1,7 @@
 """The machine's measured matmul peak, the denominator of every "share of peak" in docs/performance.md: the best
 of ``--repeats`` calls of a jitted ``n×n @ n×n`` float32 product, ``2·n³`` FLOPs each, and their median; one JSON
 line. 30 calls, not 5: on the AMD EPYC 2-core machine single calls ranged 118–160 GFLOP/s (2026-12-08), and the
-best of 5 read 108.6 where the best of 30 read 134–153 minutes later.
+best of 5 read 108.6 where the best of 30 read 134–161 minutes later.
 
     python benchmarks/matmul_peak.py            # 2048³, best and median of 30
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import platform
+import statistics
 import time
 
 import jax

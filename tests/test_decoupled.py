@@ -177,8 +177,9 @@ def test_dtl_style_terms_match_numpy_eqs_5_6_8_9(teacher, dataset):
     want = sum(np_normalized_loss(np_domain_style(np.asarray(maps)), average[l]) for l, maps in enumerate(layers))
     np.testing.assert_allclose(float(metrics["style"]), want, rtol=2e-4)
     want_psi = 0.0
+    transfer = jax.jit(psi.apply)
     for e in range(2):
-        transferred = jax.jit(psi.apply)(psi_params, x_aug, models.domain_weights(jnp.full(4, e), 2))
+        transferred = transfer(psi_params, x_aug, models.domain_weights(jnp.full(4, e), 2))
         for l, maps in enumerate(bn_maps(transferred)):
             want_psi += np_normalized_loss(np_domain_style(np.asarray(maps)), per_domain[e][l])
     np.testing.assert_allclose(float(metrics["per_style"]), want_psi, rtol=2e-4)
