@@ -3,10 +3,11 @@ kind and by the model layer their HLO came from (docs/performance.md, "2026-12-0
 
 XLA:CPU records one event per thunk (HLO fusion or op) on its worker threads; this matches each event to its
 instruction in ``compiled.as_text()``, reads the fusion kind (``kCustom`` = YNNPACK convs/dots, ``kLoop``
-elementwise, ...) and the ``op_name`` metadata of the ops inside it (``.../ConvNet/norm_1/...`` → ``norm_1``), and
-measures how much of the call's span 0, 1 or 2+ worker threads were running a thunk. Caveats: a plain ``dot``
-thunk can run asynchronously, so its event covers only its launch; a YNNPACK fusion spreads its work over the
-pool without events of its own, so "1 thread busy" does not mean a core was idle (DM: one thread "busy" 99 % of
+elementwise, ...) and the ``op_name`` metadata of the ops inside it (``.../ConvNet/norm_1/...``, or in a gradient
+``.../transpose(jvp(ConvNet))/norm_1/...`` → ``norm_1``), and measures how much of the call's span 0, 1 or 2+
+worker threads were running a thunk. Caveats: a plain ``dot`` thunk can run asynchronously, so its event covers
+only its launch (the gaps between the kernel gradients' chunked products show as "0 threads busy"); a YNNPACK
+fusion spreads its work over the pool without events of its own, so "1 thread busy" does not mean a core was idle (DM: one thread "busy" 99 % of
 the span at 58 % of the matmul peak).
 
     python benchmarks/bench_trajectory.py --what=time --syn_steps=5 --profile_dir=/tmp/trace
@@ -25,7 +26,7 @@ from typing import Any, Callable
 import jax
 
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = .*")
-_LAYER = re.compile(r"/(?:ConvNet|[A-Z]\w*)/(\w+?)/")
+_LAYER = re.compile(r"[/(](?:ConvNet|[A-Z]\w*)\)*/(\w+?)/")
 
 
 def trace_call(call: Callable[[], Any], out_dir: str) -> str:

@@ -17,8 +17,8 @@ HLO = """\
 
 %fused_computation.2 (p0: f32[2,4,4,8]) -> f32[2,4,4,8] {
   %p0 = f32[2,4,4,8]{3,2,1,0} parameter(0)
-  %m.1 = f32[2,4,4,8]{3,2,1,0} multiply(%p0, %p0), metadata={op_name="jit(step)/ConvNet/norm_1/mul"}
-  ROOT %m.2 = f32[2,4,4,8]{3,2,1,0} multiply(%m.1, %p0), metadata={op_name="jit(step)/ConvNet/norm_1/mul"}
+  %m.1 = f32[2,4,4,8]{3,2,1,0} multiply(%p0, %p0), metadata={op_name="jit(step)/transpose(jvp(ConvNet))/norm_1/mul"}
+  ROOT %m.2 = f32[2,4,4,8]{3,2,1,0} multiply(%m.1, %p0), metadata={op_name="jit(step)/jvp(ConvNet)/norm_1/mul"}
 }
 
 ENTRY %main (x: f32[2,4,4,3], k: f32[3,3,3,8]) -> f32[2,4,4,8] {
@@ -47,7 +47,8 @@ def test_trace_summary_sums_thunks_by_kind_and_layer_and_busy_threads(tmp_path):
     out = ts.summarise(str(path), HLO)
     assert out["thunk_s"] == pytest.approx(5.0)
     assert out["by_kind"] == {"fusion:kCustom": 3.0, "fusion:kLoop": 2.0}
-    # the conv fusion belongs to conv_0 (its conv's layer, not norm_0's add); the loop fusion to norm_1
+    # the conv fusion belongs to conv_0 (its conv's layer, not norm_0's add); the loop fusion to norm_1, whose op
+    # names sit under a jvp/transpose of the module (jax names a gradient's ops so)
     assert out["by_layer"] == {"conv_0": 3.0, "norm_1": 2.0}
     assert out["top"] == {"fusion:kCustom conv_0": 3.0, "fusion:kLoop norm_1": 2.0}
     # [0,2) one thread, [2,3) two, [3,4) none, [4,5) one
