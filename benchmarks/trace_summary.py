@@ -7,8 +7,8 @@ elementwise, ...) and the ``op_name`` metadata of the ops inside it (``.../ConvN
 ``.../transpose(jvp(ConvNet))/norm_1/...`` → ``norm_1``), and measures how much of the call's span 0, 1 or 2+
 worker threads were running a thunk. Caveats: a plain ``dot`` thunk can run asynchronously, so its event covers
 only its launch (the gaps between the kernel gradients' chunked products show as "0 threads busy"); a YNNPACK
-fusion spreads its work over the pool without events of its own, so "1 thread busy" does not mean a core was idle (DM: one thread "busy" 99 % of
-the span at 58 % of the matmul peak).
+fusion spreads its work over the pool without events of its own, so "1 thread busy" does not mean a core was
+idle (DM: one thread "busy" 99 % of the span at 58 % of the matmul peak).
 
     python benchmarks/bench_trajectory.py --what=time --syn_steps=5 --profile_dir=/tmp/trace
     python benchmarks/bench_dm.py --what=dm --profile_dir=/tmp/trace
