@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import time
 from typing import Any, Callable, Iterator
 
@@ -27,9 +28,22 @@ def run_settings() -> dict:
     (``GLIBC_TUNABLES``) and ``ld_preload`` (``LD_PRELOAD``, e.g. tcmalloc), either of which can change a step's time
     by up to a third on XLA:CPU, where each call's temporary buffer is allocated afresh (docs/performance.md, "Page
     faults", "tcmalloc"); and ``xla_flags`` (``XLA_FLAGS``: the emitter switches change compile time up to 3.5x,
-    docs/performance.md, "Compile switches")."""
+    docs/performance.md, "Compile switches"); and ``cpu_model``: the 2-core machines lent so far are of kinds whose
+    matmul peaks differ 2.5x (docs/performance.md, "Intel Xeon")."""
     return {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "ld_preload": os.environ.get("LD_PRELOAD", ""),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpu_model": cpu_model()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or ``platform.processor()`` where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 @contextlib.contextmanager

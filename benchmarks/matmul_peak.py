@@ -16,7 +16,7 @@ import time
 import jax
 import jax.numpy as jnp
 from absl import app, flags
-from common import time_calls
+from common import cpu_model, time_calls
 
 flags.DEFINE_integer("n", 2048, "Matrix side.")
 flags.DEFINE_integer("repeats", 30, "Timed calls after one warm-up; the best counts, the median is reported too.")
@@ -35,7 +35,7 @@ def main(argv):
                       "gflop_per_s": round(2 * FLAGS.n ** 3 / best / 1e9, 1),
                       "median_gflop_per_s": round(2 * FLAGS.n ** 3 / median / 1e9, 1), "cpus": os.cpu_count(),
                       "load_average_1min": round(os.getloadavg()[0], 2), "jax": jax.__version__,
-                      "backend": jax.default_backend(), "machine": platform.machine(),
+                      "backend": jax.default_backend(), "machine": platform.machine(), "cpu_model": cpu_model(),
                       "date": time.strftime("%Y-%m-%d %H:%M")}), flush=True)
 
 
