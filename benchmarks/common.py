@@ -29,7 +29,7 @@ def run_settings() -> dict:
     by up to a third on XLA:CPU, where each call's temporary buffer is allocated afresh (docs/performance.md, "Page
     faults", "tcmalloc"); and ``xla_flags`` (``XLA_FLAGS``: the emitter switches change compile time up to 3.5x,
     docs/performance.md, "Compile switches"); and ``cpu_model``: the 2-core machines lent so far are of kinds whose
-    matmul peaks differ 2.5x (docs/performance.md, "Intel Xeon")."""
+    matmul peaks differ 2.5x (docs/performance.md, "a third machine kind")."""
     return {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "ld_preload": os.environ.get("LD_PRELOAD", ""),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpu_model": cpu_model()}
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import jax
 
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = .*")
-_LAYER = re.compile(r"[/(](?:ConvNet|[A-Z]\w*)\)*/(\w+?)/")
+_LAYER = re.compile(r"(?:/|(?:jvp|transpose|vmap)\()(?:ConvNet|[A-Z]\w*)\)*/(\w+?)/")
 
 
 def trace_call(call: Callable[[], Any], out_dir: str) -> str:

@@ -2,10 +2,12 @@
 # trainer, SATM's truncated steps and DC/IDC's network updates repeat, without the meta-gradient around it. Same work
 # as `bench_dm.py --what=train_step`: ConvNet-3 (w128, GroupNorm(C, C) "instancenorm", ReLU, avgpool, linear head) on
 # one batch of random stand-in images, cross-entropy, backward to the parameters, plain SGD (lr 0.01), no
-# augmentation.
+# augmentation. The first conv pads by 1; ddjax's ConvNet pads 28x28 inputs by 3, so compare at HW 32 (or any HW
+# but 28), width 128, depth 3, instance norm: bench_dm.py's defaults.
 # Usage: train_step_torch.py CHANNELS HW BATCH [CLASSES] [REPEATS] -> one JSON line with the median seconds per step.
 # Set-up: a separate virtualenv with `pip install torch numpy`; torch is not a dependency of ddjax.
 import json
+import os
 import sys
 import time
 
@@ -29,6 +31,15 @@ torch.manual_seed(0)
 x, y = torch.randn(B, C, HW, HW), torch.randint(0, K, (B,))
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (as benchmarks/common.py records it for ddjax's rows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def step():
     net.zero_grad(set_to_none=True)
     loss = F.cross_entropy(net(x), y)
@@ -49,4 +60,5 @@ for _ in range(REPEATS):
 ts.sort()
 print(json.dumps({"impl": "torch-eager", "benchmark": "train_step", "channels": C, "hw": HW, "batch": B,
                   "classes": K, "width": W, "depth": DEPTH, "median_s": round(ts[len(ts) // 2], 5),
-                  "min_s": round(ts[0], 5), "repeats": REPEATS, "torch": torch.__version__}))
+                  "min_s": round(ts[0], 5), "repeats": REPEATS, "torch": torch.__version__,
+                  "ld_preload": os.environ.get("LD_PRELOAD", ""), "cpu_model": cpu_model()}))
