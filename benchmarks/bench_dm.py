@@ -121,13 +121,12 @@ def main(argv):
               "repeats": FLAGS.repeats, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}}
     if FLAGS.what == "eval":
         record.update(epochs=FLAGS.epochs, num_seeds=FLAGS.num_seeds)
+    elif FLAGS.what == "dm":
+        record["batch_real"] = FLAGS.batch_real
     else:
-        if FLAGS.what == "dm":
-            record["batch_real"] = FLAGS.batch_real
-        else:
-            record.update(batch=FLAGS.batch, dsa="none")
-        if record.get("flops"):
-            record["gflops_per_s"] = round(record["flops"] / median / 1e9, 2)
+        record.update(batch=FLAGS.batch, dsa="none")
+    if record.get("flops"):   # dm and train_step count FLOPs; eval does not
+        record["gflops_per_s"] = round(record["flops"] / median / 1e9, 2)
     record.update(jax=jax.__version__, backend=jax.default_backend(), devices=jax.device_count(),
                   machine=platform.machine(), date=time.strftime("%Y-%m-%d"))
     print(json.dumps(record))

@@ -32,7 +32,8 @@ x, y = torch.randn(B, C, HW, HW), torch.randint(0, K, (B,))
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (as benchmarks/common.py records it for ddjax's rows)."""
+    """The CPU's model name from /proc/cpuinfo, as ``common.cpu_model`` records it for ddjax's rows (common.py
+    imports jax, which the PyTorch virtualenv does not have)."""
     try:
         with open("/proc/cpuinfo") as f:
             return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
